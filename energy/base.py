@@ -1,0 +1,99 @@
+"""The meter layer's contracts: what a meter reads and what a measured window reports.
+
+Every energy figure in the study is an :class:`EnergyRecord`. It always says *where* the number
+came from (``source``) and whether it was *measured* by hardware or *estimated* by a model
+(``kind``), so that nothing downstream can pass an estimate off as a measurement.
+
+Units live in names: ``*_j`` joules, ``*_w`` watts, ``*_s`` seconds, ``*_kwh`` kilowatt-hours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+# Labels used in every record and every power CSV row.
+SOURCES = ("nvml-counter", "nvml-power", "rapl", "codecarbon", "estimate", "replay")
+KINDS = ("measured", "estimated")
+
+J_PER_KWH = 3.6e6
+J_PER_WH = 3600.0
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One sample of one device at one instant.
+
+    ``energy_j`` is a cumulative counter (joules since an arbitrary origin) when the hardware
+    has one (NVML's total-energy counter, RAPL); ``power_w`` is an instantaneous or short-average
+    power. A meter fills whichever it has, possibly both. ``flag`` marks a sample that analysis
+    must not integrate through (``"gap"``, ``"reset"``, ``"wrap"``).
+    """
+
+    t_unix_s: float
+    device: str
+    power_w: float | None
+    energy_j: float | None
+    source: str
+    kind: str
+    flag: str = ""
+
+
+@runtime_checkable
+class Meter(Protocol):
+    """A source of :class:`Reading` samples (one per device per call to :meth:`read`)."""
+
+    source: str  # one of SOURCES
+    kind: str  # "measured" or "estimated"
+
+    def read(self) -> list[Reading]:
+        """Sample every device this meter covers, now. Raises on a read error."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Parameters a reader needs to judge the figures (devices, model coefficients, …)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class EnergyRecord:
+    """The energy of one named window, as written into every result file.
+
+    ``net_j = gross_j - idle_w * duration_s`` when an idle baseline is known, else ``None``.
+    ``per_device_j`` splits ``gross_j`` by device. ``flags`` lists anything a reader should
+    know (gaps in the trace, counter resets, a device missing for part of the window).
+    ``cross_checks`` holds series reported beside, never summed into, ``gross_j``.
+    """
+
+    name: str
+    start_unix_s: float
+    end_unix_s: float
+    duration_s: float
+    gross_j: float | None
+    idle_w: float | None
+    net_j: float | None
+    source: str
+    kind: str
+    per_device_j: dict[str, float] = field(default_factory=dict)
+    n_samples: int = 0
+    flags: list[str] = field(default_factory=list)
+    meter: dict[str, Any] = field(default_factory=dict)
+    # Series that are *not* summed into gross_j: CodeCarbon's independent estimate and
+    # per-process attributions ("pid:<n>"), keyed by device: {energy_j, source, kind, …}.
+    cross_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def gross_kwh(self) -> float | None:
+        return None if self.gross_j is None else self.gross_j / J_PER_KWH
+
+    @property
+    def net_kwh(self) -> float | None:
+        return None if self.net_j is None else self.net_j / J_PER_KWH
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["gross_kwh"] = self.gross_kwh
+        d["net_kwh"] = self.net_kwh
+        return d

@@ -1,0 +1,41 @@
+# Analysis (docs/analysis.md): aggregate results, build the report, check it in Chromium, sweep.
+#
+#   make aggregate                         results/tables/*.csv + results/aggregated_metrics.json
+#   make report                            results/report/index.html + report.md (runs aggregate)
+#   make report-check                      headless Chromium screenshot + section check of the report
+#   make sweep N=3 [SWEEP_SEED=0] [SERVE=1] random search; rerun the same command to resume
+#
+# Knobs: RESULTS_DIR (results), SLO_P99_MS (500), SLO_F1_MIN (0.5), REQUESTS_PER_DAY (100000),
+# REGIONS (DEU,FIN,FRA,USA), SWEEP_SPACE (analysis/search_space.yaml), SWEEP_MAX_STEPS (from
+# the space file), SWEEP_OUT (results/sweep).
+
+RESULTS_DIR      ?= results
+REPORT_DIR       ?= $(RESULTS_DIR)/report
+SLO_P99_MS       ?= 500
+SLO_F1_MIN       ?= 0.5
+REQUESTS_PER_DAY ?= 100000
+REGIONS          ?= DEU,FIN,FRA,USA
+N                ?= 3
+SWEEP_SEED       ?= 0
+SWEEP_SPACE      ?= analysis/search_space.yaml
+SWEEP_OUT        ?= $(RESULTS_DIR)/sweep
+SWEEP_MAX_STEPS  ?=
+SERVE            ?=
+
+.PHONY: aggregate report report-check sweep
+
+aggregate: $(STAMP) ## tidy tables (results/tables/) + results/aggregated_metrics.json from every result file
+	$(PY) -m analysis.aggregate --results-dir $(RESULTS_DIR)
+
+report: $(STAMP) ## build results/report/index.html + report.md (self-contained; SLO_P99_MS= SLO_F1_MIN= REGIONS=)
+	$(PY) -m analysis.report --results-dir $(RESULTS_DIR) --out $(REPORT_DIR) \
+		--p99-max-ms $(SLO_P99_MS) --f1-min $(SLO_F1_MIN) \
+		--requests-per-day $(REQUESTS_PER_DAY) --countries $(REGIONS)
+
+report-check: $(STAMP) ## render the report in headless Chromium and save a screenshot (builds the report if missing)
+	@test -f $(REPORT_DIR)/index.html || $(MAKE) --no-print-directory report
+	$(PY) -m analysis.screenshot $(REPORT_DIR)/index.html --out $(REPORT_DIR)/screenshot.png
+
+sweep: $(STAMP) ## random search: N=3 runs of sampled knobs (SWEEP_SEED=0, SERVE=1 to also serve+load); resumable
+	$(PY) -m analysis.sweep --n $(N) --seed $(SWEEP_SEED) --space $(SWEEP_SPACE) --out $(SWEEP_OUT) \
+		$(if $(SWEEP_MAX_STEPS),--max-steps $(SWEEP_MAX_STEPS)) $(if $(SERVE),--serve) --meter $(METER)

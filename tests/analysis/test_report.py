@@ -1,0 +1,139 @@
+"""The report builds from full, partial and empty results trees and has every section."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from analysis.report import SECTION_IDS, ReportOptions, build_report, fmt, fmt_ci
+from analysis.synthetic import write_tree
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = write_tree(tmp_path_factory.mktemp("results"))
+    paths = build_report(root, root / "report")
+    return root, paths
+
+
+def _section(html: str, sid: str) -> str:
+    m = re.search(rf'<section id="{sid}">(.*?)</section>', html, re.S)
+    assert m, f"section {sid} missing"
+    return m.group(1)
+
+
+def test_every_section_present_in_html_and_md(built):
+    _, paths = built
+    html = paths["html"].read_text()
+    md = paths["md"].read_text()
+    for sid in SECTION_IDS:
+        assert f'<section id="{sid}">' in html
+        assert f'<a id="{sid}"></a>' in md
+
+
+def test_self_contained_and_labelled(built):
+    root, paths = built
+    html = paths["html"].read_text()
+    assert html.count("data:image/png;base64,") == 5  # stages, energy-F1, serving, latency, timeline (no sweep)
+    assert not re.search(r'(src|href)="https?://', html)  # no network fetches
+    assert "<link" not in html and "<script" not in html
+    assert "SYNTHETIC DATA" in html  # fixture data is never passed off as a measurement
+    assert len(list((root / "report" / "figures").glob("*.png"))) == 5
+    assert "estimated · replay" in _section(html, "methods")
+
+
+def test_stacking_and_findings_content(built):
+    _, paths = built
+    html = paths["html"].read_text()
+    stack = _section(html, "stacking")
+    assert "v2+v7+v8" in stack and "compounding" in stack and "additive" in stack
+    findings = _section(html, "findings")
+    assert "Choice:" in findings and "lowest energy" in findings
+    failed = _section(html, "failed")
+    assert "v13" in failed and "synthetic failure" in failed and "incomplete" in failed
+
+
+def test_lifecycle_matches_energy_carbon(built):
+    root, _ = built
+    import json
+
+    from energy import carbon
+
+    an = json.loads((root / "report" / "analysis.json").read_text())
+    rows = an["lifecycle"]
+    assert {r["country"] for r in rows} == {"DEU", "FIN", "FRA", "USA"}
+    r = next(r for r in rows if r["country"] == "DEU")
+    kwh = r["requests_per_day"] * r["days"] * r["j_per_request"] / 3.6e6
+    assert r["serving_kwh"] == pytest.approx(kwh)
+    assert r["serving_co2_kg"] == pytest.approx(kwh * carbon.grid_intensity("DEU") / 1000)
+
+
+@pytest.mark.parametrize("keep", ["nothing", "train", "load"])
+def test_partial_results_say_what_is_missing(tmp_path, built, keep):
+    src, _ = built
+    root = tmp_path / "r"
+    root.mkdir()
+    if keep != "nothing":
+        shutil.copytree(src / keep, root / keep)
+    paths = build_report(root, root / "report")
+    html = paths["html"].read_text()
+    for sid in SECTION_IDS:
+        body = _section(html, sid)
+        assert "could not be built" not in body, f"{sid} crashed: {body[:400]}"
+    if keep != "load":
+        assert "No successful load runs" in _section(html, "serving-energy")
+        assert "No load run has a power.csv" in _section(html, "power-timeline")
+    if keep != "train":
+        assert "No successful training results" in _section(html, "training-energy")
+    assert "No combination variant" in _section(html, "stacking") or keep != "nothing"
+
+
+def test_unknown_region_is_reported_in_section(tmp_path, built):
+    src, _ = built
+    root = tmp_path / "r"
+    shutil.copytree(src / "load", root / "load")
+    paths = build_report(root, root / "report", ReportOptions(countries=["XXX"]))
+    body = _section(paths["html"].read_text(), "lifecycle")
+    assert "unknown country code" in body
+
+
+def test_formatting_helpers():
+    assert fmt(None) == "—" and fmt(float("nan")) == "—"
+    assert fmt(0.12345) == "0.123" and fmt(12.345) == "12.3" and fmt(12345.0) == "12,345"
+    assert fmt_ci(1.0, None, 1) == "1.00 (n=1, no CI)"
+    assert fmt_ci(1.0, [0.5, 1.5]) == "1.00 [0.500, 1.50]"
+
+
+def test_sweep_section_reads_the_sweep_table(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir(parents=True)
+    (sweep_dir / "aggregate.csv").write_text(
+        "run_id,seed,index,status,variant,set.training.tiny_learning_rate,energy_kwh.training,f1,"
+        "energy_kind,energy_source,failure_reason\n"
+        "s0-000-a,0,0,ok,v2+v7,0.001,2e-05,0.60,estimated,estimate,\n"
+        "s0-001-b,0,1,ok,v4,0.0005,1e-05,0.40,estimated,estimate,\n"
+        "s0-002-c,0,2,ok,v1,0.0005,3e-05,0.55,estimated,estimate,\n"
+        "s0-003-d,0,3,failed,v13,0.001,,,,,boom\n")
+    html = build_report(tmp_path, tmp_path / "report")["html"].read_text()
+    body = _section(html, "sweep")
+    assert "s0-003-d" in body and "boom" in body
+    assert "Best trade-off" in body and "data:image/png;base64," in body
+    assert body.count('class="hl"') == 2  # the Pareto runs a and b are highlighted; c is dominated by a
+
+
+def test_clis_run_on_a_tree(tmp_path, built, capsys):
+    from analysis import aggregate as agg_mod
+    from analysis import report as report_mod
+
+    src, _ = built
+    root = tmp_path / "r"
+    shutil.copytree(src / "train", root / "train")
+    assert agg_mod.main(["--results-dir", str(root)]) == 0
+    assert report_mod.main(["--results-dir", str(root), "--out", str(tmp_path / "rep"), "--countries", "fra,deu",
+                            "--p99-max-ms", "50", "--f1-min", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "report:" in out and (tmp_path / "rep" / "index.html").exists()
+    with pytest.raises(SystemExit):
+        report_mod.main(["--train-energy-metric", "energy_kwh.bogus"])

@@ -1,0 +1,84 @@
+"""onnx-int8 export: ONNX Runtime dynamic quantisation of ``<variant>/onnx/model.onnx``.
+
+Weights of MatMul/Gemm become int8 (per-tensor by default); activations are quantised on the
+fly per batch, so no calibration data is needed. The fp32 ONNX export is built first when it
+is missing. ``quant_pre_process`` (symbolic shape inference + ORT optimisation) runs first as
+ONNX Runtime recommends; if it fails on a graph, quantisation proceeds on the plain file and the
+reason is recorded.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from serving.export.base import ExportContext, copy_tokenizer, fresh_dir
+
+WEIGHT_TYPES = ("qint8", "quint8")
+OPTIONS: dict[str, Any] = {"weight_type": "qint8", "per_channel": False,
+                           "op_types": ("MatMul", "Gemm")}
+
+
+def validate_options(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown onnx-int8 export options {unknown}; valid: {sorted(OPTIONS)}")
+    opts = {**OPTIONS, **options}
+    if opts["weight_type"] not in WEIGHT_TYPES:
+        raise ValueError(f"onnx-int8 weight_type={opts['weight_type']!r}; allowed: {', '.join(WEIGHT_TYPES)}")
+    return opts
+
+
+def build(ctx: ExportContext) -> dict[str, Any]:
+    """Write ``<variant>/onnx-int8/``: quantised ``model.onnx`` + tokenizer. Returns details."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    opts = validate_options(ctx.options)
+    src = ctx.format_dir("onnx") / "model.onnx"
+    built_onnx = False
+    if not src.exists():
+        from serving.export import run_export
+
+        run_export(ctx.variant, "onnx", artifacts_dir=ctx.artifacts_dir, max_length=ctx.max_length)
+        built_onnx = True
+    out = fresh_dir(ctx.out_dir)
+    info: dict[str, Any] = {"source": str(src), "built_onnx_first": built_onnx,
+                            "method": "onnxruntime.quantization.quantize_dynamic",
+                            "weight_type": opts["weight_type"], "per_channel": bool(opts["per_channel"]),
+                            "op_types": list(opts["op_types"]), "onnxruntime_version": ort.__version__,
+                            "pre_process": None}
+    with tempfile.TemporaryDirectory(prefix="onnx-int8-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            quant_pre_process(str(src), str(pre))
+            qsrc = pre
+            info["pre_process"] = "quant_pre_process (symbolic shape inference + optimisation)"
+        except Exception as e:  # a graph the pre-processor cannot handle still quantises
+            qsrc = src
+            info["pre_process"] = f"skipped: {type(e).__name__}: {str(e)[:200]}"
+        quantize_dynamic(
+            str(qsrc), str(out / "model.onnx"),
+            weight_type=QuantType.QInt8 if opts["weight_type"] == "qint8" else QuantType.QUInt8,
+            per_channel=bool(opts["per_channel"]),
+            op_types_to_quantize=list(opts["op_types"]),
+        )
+    onnx.checker.check_model(str(out / "model.onnx"))
+    m = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    info["quantized_nodes"] = sum(1 for n in m.graph.node if n.op_type in
+                                  ("MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"))
+    info["fp32_size_bytes"] = src.stat().st_size
+    info["tokenizer_files"] = copy_tokenizer(ctx.model_dir, out)
+    info["model_file"] = "model.onnx"
+    return info
+
+
+def predictor(ctx: ExportContext):
+    from serving.runners import OnnxRunner
+
+    return OnnxRunner(ctx.out_dir / "model.onnx", tokenizer_dir=ctx.out_dir,
+                      max_length=ctx.max_length).predict

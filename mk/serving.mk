@@ -1,0 +1,30 @@
+# Serving (docs/serving.md): Open Inference Protocol servers and the serving benchmark.
+#
+#   make serve                                 onnxruntime engine, VARIANT=v0, http://127.0.0.1:8000
+#   make serve ENGINE=pytorch PORT=8001        the pytorch baseline engine
+#   make serve ENGINE=onnxruntime FORMAT=onnx-int8 SERVE_ARGS="--threads 2 --max-batch-size 64"
+#   make bench                                 every script in BENCH_SCRIPTS (see below)
+#
+# `serve` trains/exports first when artifacts/<VARIANT>/… is missing, prints the URL once the
+# server is ready and stops cleanly on Ctrl-C. An engine that cannot run here prints one line
+# saying why (exit 2). SERVE_ARGS passes any other `python -m serving.serve` option.
+#
+# `make bench` runs BENCH_SCRIPTS: shell commands, each ending in `;`. An area adds its own in
+# its mk file without touching this one:
+#     BENCH_SCRIPTS += $(PY) -m mypackage.bench --variant $(VARIANT);
+
+ENGINE     ?= onnxruntime
+FORMAT     ?=
+PORT       ?= 8000
+SERVE_ARGS ?=
+SERVING_BENCH_ARGS ?=
+
+BENCH_SCRIPTS += $(PY) -m serving.bench --variant $(VARIANT) $(SERVING_BENCH_ARGS);
+
+.PHONY: serve bench
+serve: $(STAMP) ## start an engine in the foreground: ENGINE=onnxruntime|pytorch|triton|vllm VARIANT= FORMAT= PORT=8000 (SERVE_ARGS=…)
+	@$(PY) -m serving.serve --engine $(ENGINE) --variant $(VARIANT) $(if $(FORMAT),--format $(FORMAT)) \
+		--port $(PORT) --artifacts-dir $(or $(ARTIFACTS),artifacts) $(SERVE_ARGS)
+
+bench: $(STAMP) ## run every benchmark in BENCH_SCRIPTS (serving: onnxruntime vs pytorch server vs in-process throughput, ratios)
+	@set -e; $(BENCH_SCRIPTS)

@@ -1,0 +1,504 @@
+"""The HTTP server shared by the runner-based engines (onnxruntime, pytorch): one server shape,
+only the runner differs, so the two engines are compared fairly.
+
+Starlette (ASGI) on uvicorn. Requests pass through:
+
+1. a body-size limit (413) and optional gzip/deflate request decoding;
+2. :mod:`serving.protocol` validation (4xx with ``{"error": reason}``);
+3. admission to a bounded queue (503 ``queue full`` when it already holds ``max_queue_size``
+   requests, counted in ``inference_rejected_total``);
+4. the :class:`Batcher`: a single task that closes a batch when it holds ``max_batch_size``
+   rows or its oldest request has waited ``max_queue_delay_ms``, runs the runner in one worker
+   thread, and splits the rows back to their requests. While a batch runs, the next one fills
+   up, so batches grow with load and stay at 1 when idle (adaptive dynamic batching).
+
+Metrics (Prometheus text at ``GET /metrics``): ``inference_requests_total`` (every infer POST),
+``inference_rejected_total`` (503s), ``inference_errors_total{code}`` (other non-200s),
+``inference_batch_size`` (rows per executed batch), ``inference_rows_total``,
+``inference_request_duration_seconds``, ``inference_batch_duration_seconds``,
+``inference_queue_wait_seconds``, ``inference_queue_depth``, ``inference_model_info`` and the
+process collector (``process_cpu_seconds_total`` …).
+
+SIGINT/SIGTERM: uvicorn stops accepting connections, finishes in-flight requests (the batcher
+keeps running until they are answered), then the lifespan shutdown stops the batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import zlib
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from serving import protocol
+from serving.engines.base import EngineSettings, EngineUnavailable
+from serving.runners import Runner, SlowRunner, make_runner
+
+log = logging.getLogger(__name__)
+
+MODEL_VERSION = "1"
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
+
+
+class Overloaded(Exception):
+    """The queue is full or the server is stopping (→ 503)."""
+
+
+@dataclass
+class _Pending:
+    texts: list[str]
+    future: asyncio.Future
+    enqueued_s: float = field(default_factory=time.perf_counter)
+
+
+class Metrics:
+    """The Prometheus collectors of one server (own registry: several servers per process in
+    tests must not collide)."""
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        # The *_created series double the exposition for nothing a scraper here uses.
+        disable_created_metrics()
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        r = self.registry
+        self.requests = Counter(
+            "inference_requests", "Inference requests received (one per POST …/infer)", registry=r
+        )
+        self.rejected = Counter(
+            "inference_rejected", "Inference requests answered 503 (queue full or stopping)",
+            registry=r,
+        )
+        self.errors = Counter(
+            "inference_errors", "Inference requests answered with another error status",
+            ["code"], registry=r,
+        )
+        self.rows = Counter("inference_rows", "Rows (texts) classified", registry=r)
+        self.batch_size = Histogram(
+            "inference_batch_size", "Rows per executed model batch", buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "inference_request_duration_seconds", "Server-side latency of successful requests",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "inference_batch_duration_seconds", "Runner time per batch (tokenise + model)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "inference_queue_wait_seconds", "Time from admission to batch start",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "inference_queue_depth", "Requests waiting for a batch", registry=r
+        )
+        info = Gauge(
+            "inference_model_info", "The served model (value 1)", sorted(labels), registry=r
+        )
+        info.labels(**labels).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Batcher:
+    """Adaptive dynamic batching over one runner executed in one worker thread."""
+
+    def __init__(
+        self, runner: Runner, metrics: Metrics, max_batch_size: int, max_queue_delay_ms: float,
+        max_queue_size: int,
+    ) -> None:
+        self.runner = runner
+        self.metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_queue_delay_ms / 1000.0
+        self.max_queue_size = max_queue_size
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue_size)
+        # One thread: runners are not thread-safe, and the model parallelises inside a call.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner")
+        self.task: asyncio.Task | None = None
+        self.stopping = False
+        self._carry: _Pending | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    async def stop(self) -> None:
+        """Stop after the current batch; anything still queued is answered 503."""
+        self.stopping = True
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        leftovers = [self._carry] if self._carry else []
+        while not self.queue.empty():
+            leftovers.append(self.queue.get_nowait())
+        for p in leftovers:
+            if not p.future.done():
+                p.future.set_exception(Overloaded("server is shutting down"))
+        self.executor.shutdown(wait=True)
+
+    async def submit(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Queue ``texts`` (one request) and wait for its rows' ``(logits, labels)``."""
+        if self.stopping:
+            raise Overloaded("server is shutting down")
+        pending = _Pending(texts, asyncio.get_running_loop().create_future())
+        try:
+            self.queue.put_nowait(pending)
+        except asyncio.QueueFull:
+            raise Overloaded(
+                f"server overloaded: queue full ({self.max_queue_size} requests waiting, "
+                f"max_queue_size={self.max_queue_size}); retry later"
+            ) from None
+        self.metrics.queue_depth.set(self.queue.qsize())
+        return await pending.future
+
+    async def _next(self, timeout_s: float | None) -> _Pending | None:
+        if self._carry is not None:
+            p, self._carry = self._carry, None
+            return p
+        with contextlib.suppress(asyncio.QueueEmpty):
+            return self.queue.get_nowait()
+        if timeout_s is not None and timeout_s <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout_s)
+        except asyncio.TimeoutError:
+            return None
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._next(None)
+            batch, rows = [first], len(first.texts)
+            deadline = first.enqueued_s + self.max_delay_s
+            while rows < self.max_batch_size:
+                nxt = await self._next(deadline - time.perf_counter())
+                if nxt is None:
+                    break
+                if rows + len(nxt.texts) > self.max_batch_size:
+                    self._carry = nxt  # does not fit: first in the next batch
+                    break
+                batch.append(nxt)
+                rows += len(nxt.texts)
+            self.metrics.queue_depth.set(self.queue.qsize())
+            # A client that went away (cancelled future) does not need its rows computed.
+            batch = [p for p in batch if not p.future.done()]
+            if not batch:
+                continue
+            texts = [t for p in batch for t in p.texts]
+            start = time.perf_counter()
+            for p in batch:
+                self.metrics.queue_wait.observe(start - p.enqueued_s)
+            try:
+                logits, labels = await loop.run_in_executor(self.executor, self.runner.predict, texts)
+            except asyncio.CancelledError:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(Overloaded("server is shutting down"))
+                raise
+            except Exception as e:  # the model failed: every request in the batch gets a 500
+                log.exception("runner failed on a batch of %d rows", len(texts))
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(RuntimeError(f"model failed: {type(e).__name__}: {e}"))
+                continue
+            self.metrics.batch_duration.observe(time.perf_counter() - start)
+            self.metrics.batch_size.observe(len(texts))
+            self.metrics.rows.inc(len(texts))
+            offset = 0
+            for p in batch:
+                k = len(p.texts)
+                if not p.future.done():
+                    p.future.set_result((logits[offset : offset + k], labels[offset : offset + k]))
+                offset += k
+
+
+def _error(status: int, reason: str) -> JSONResponse:
+    # A 503 is transient by construction (queue full, warming up, stopping): say when to retry.
+    headers = {"retry-after": "1"} if status == 503 else None
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_n = int(declared)
+        except ValueError:
+            raise protocol.ProtocolError("Content-Length is not an integer") from None
+        if declared_n > limit:
+            raise protocol.ProtocolError(
+                f"request body of {declared_n} bytes exceeds max_body_bytes={limit}", status=413
+            )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise protocol.ProtocolError(
+                f"request body exceeds max_body_bytes={limit}", status=413
+            )
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding in ("gzip", "deflate"):
+        # Decompress with the same cap: a small bomb must not inflate past the limit.
+        d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        try:
+            body = d.decompress(body, limit + 1)
+        except zlib.error as e:
+            raise protocol.ProtocolError(f"Content-Encoding {encoding}: corrupt body ({e})") from None
+        if len(body) > limit or d.unconsumed_tail:
+            raise protocol.ProtocolError(
+                f"decompressed body exceeds max_body_bytes={limit}", status=413
+            )
+    elif encoding != "identity":
+        raise protocol.ProtocolError(
+            f"Content-Encoding {encoding!r} is not supported; use identity, gzip or deflate",
+            status=415,
+        )
+    return body
+
+
+def create_app(
+    runner: Runner, settings: EngineSettings, engine: str, extra_metadata: dict | None = None
+) -> Starlette:
+    """The ASGI app serving ``runner`` under ``settings.model_name``."""
+    model_name = settings.model_name
+    meta_params = {
+        "engine": engine,
+        "variant": settings.variant,
+        "format": settings.format or "",
+        "max_batch_size": settings.max_batch_size,
+        "max_queue_delay_ms": settings.max_queue_delay_ms,
+        "max_queue_size": settings.max_queue_size,
+        **runner.describe(),
+        **(extra_metadata or {}),
+    }
+    metrics = Metrics(
+        {"model": model_name, "engine": engine, "variant": settings.variant,
+         "format": settings.format or ""}
+    )
+    state: dict[str, Any] = {"ready": False, "batcher": None}
+
+    def check_model(request: Request) -> JSONResponse | None:
+        name = request.path_params["model"]
+        version = request.path_params.get("version")
+        if name != model_name:
+            return _error(404, f"unknown model {name!r}; this server serves {model_name!r}")
+        if version not in (None, "", MODEL_VERSION):
+            return _error(404, f"unknown version {version!r} of {model_name!r}; available: ['1']")
+        return None
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        if state["ready"]:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False, "error": "model not ready"}, status_code=503)
+
+    async def server_metadata(request: Request) -> Response:
+        return JSONResponse(
+            {"name": f"green-pipeline-{engine}", "version": "0.1.0",
+             "extensions": ["binary_tensor_data", "model_repository"]}
+        )
+
+    async def model_meta(request: Request) -> Response:
+        if (bad := check_model(request)) is not None:
+            return bad
+        return JSONResponse(
+            protocol.model_metadata(model_name, MODEL_VERSION, platform=engine, parameters=meta_params)
+        )
+
+    async def model_ready(request: Request) -> Response:
+        if (bad := check_model(request)) is not None:
+            return bad
+        return await ready(request)
+
+    async def model_cfg(request: Request) -> Response:
+        if (bad := check_model(request)) is not None:
+            return bad
+        return JSONResponse(
+            protocol.model_config(
+                model_name, settings.max_batch_size, settings.max_queue_delay_ms, platform=engine
+            )
+        )
+
+    async def repository_index(request: Request) -> Response:
+        state_str = "READY" if state["ready"] else "UNAVAILABLE"
+        return JSONResponse([{"name": model_name, "version": MODEL_VERSION, "state": state_str}])
+
+    async def infer(request: Request) -> Response:
+        metrics.requests.inc()
+        start = time.perf_counter()
+        try:
+            if (bad := check_model(request)) is not None:
+                metrics.errors.labels(code="404").inc()
+                return bad
+            if not state["ready"]:
+                raise Overloaded("model not ready")
+            body = await _read_body(request, settings.max_body_bytes)
+            req = protocol.parse_infer_request(
+                body, request.headers.get(protocol.HEADER_LENGTH),
+                max_batch_size=settings.max_batch_size,
+            )
+            logits, labels = await state["batcher"].submit(req.texts)
+            payload, headers = protocol.build_infer_response(
+                model_name, MODEL_VERSION, req, logits, labels
+            )
+        except protocol.ProtocolError as e:
+            metrics.errors.labels(code=str(e.status)).inc()
+            return _error(e.status, e.reason)
+        except Overloaded as e:
+            metrics.rejected.inc()
+            return _error(503, str(e))
+        except Exception as e:  # a model failure: answer it, keep serving
+            metrics.errors.labels(code="500").inc()
+            log.warning("infer failed: %s", e)
+            return _error(500, str(e))
+        metrics.request_duration.observe(time.perf_counter() - start)
+        media = headers.pop("content-type")
+        return Response(payload, media_type=media, headers=headers)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        reason = exc.detail
+        if exc.status_code == 404:
+            reason = f"no route {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            reason = f"method {request.method} not allowed on {request.url.path}"
+        return _error(exc.status_code, reason)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        batcher = Batcher(
+            runner, metrics, settings.max_batch_size, settings.max_queue_delay_ms,
+            settings.max_queue_size,
+        )
+        batcher.start()
+        state["batcher"], state["ready"] = batcher, True
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            await batcher.stop()
+
+    m = "/v2/models/{model}"
+    mv = "/v2/models/{model}/versions/{version}"
+    routes = [
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    for prefix in (m, mv):
+        routes += [
+            Route(prefix, model_meta, methods=["GET"]),
+            Route(prefix + "/ready", model_ready, methods=["GET"]),
+            Route(prefix + "/config", model_cfg, methods=["GET"]),
+            Route(prefix + "/infer", infer, methods=["POST"]),
+        ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.state.metrics = metrics
+    return app
+
+
+def serve_app(app: Starlette, settings: EngineSettings) -> None:
+    """Run ``app`` on uvicorn in the foreground; SIGINT/SIGTERM shut it down gracefully."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        backlog=2048,
+    )
+    uvicorn.Server(config).run()
+
+
+class RunnerEngine:
+    """Base of the engines that are "this HTTP server + a runner" (onnxruntime, pytorch)."""
+
+    name = ""
+    default_format = ""
+    formats: tuple[str, ...] = ()
+    runner_kind = ""  # make_runner's engine argument
+    health_path = "/v2/health/ready"
+
+    def artifact_path(self, settings: EngineSettings) -> Path:
+        """The file or directory this engine loads (must exist before ``serve``)."""
+        raise NotImplementedError
+
+    def check(self, settings: EngineSettings) -> None:
+        fmt = settings.format or self.default_format
+        if fmt not in self.formats:
+            raise ValueError(
+                f"engine {self.name} cannot serve format {fmt!r}; allowed: {list(self.formats)}"
+            )
+
+    def build_runner(self, settings: EngineSettings) -> Runner:
+        """Load the model (raises :class:`EngineUnavailable` for a missing provider/device)."""
+        runner = make_runner(
+            self.runner_kind,
+            self.artifact_path(settings),
+            max_length=settings.max_length,
+            threads=settings.threads,
+            inter_op_threads=settings.inter_op_threads,
+            provider=settings.provider,
+            device=settings.device,
+            dtype=settings.dtype,
+        )
+        if settings.batch_delay_ms > 0:
+            runner = SlowRunner(runner, settings.batch_delay_ms)
+        return runner
+
+    def serve(self, settings: EngineSettings) -> None:
+        """Load, warm up (one tiny batch, so the first request is not a cold one), serve."""
+        if settings.format is None:
+            settings.format = self.default_format
+        self.check(settings)
+        if not Path(self.artifact_path(settings)).exists():
+            raise FileNotFoundError(
+                f"{self.artifact_path(settings)} is missing; run "
+                f"`python -m serving.export --variant {settings.variant} --format {settings.format}`"
+            )
+        runner = self.build_runner(settings)
+        runner.predict(["int main(void) { return 0; }"])
+        serve_app(create_app(runner, settings, self.name), settings)
+
+
+__all__ = ["Batcher", "EngineUnavailable", "Metrics", "RunnerEngine", "create_app", "serve_app"]

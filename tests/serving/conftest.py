@@ -1,0 +1,142 @@
+"""Serving fixtures: an artifacts tree with an ONNX export, and real server processes.
+
+``serving_root`` copies the shared tiny model (tests/conftest.py) into its own tree so that
+exports made here never race another area's tests, then adds ``v0/onnx/model.onnx`` with
+``serving.export`` (part of this package) or, while that is absent, ``torch.onnx.export``.
+``serve_process`` starts ``python -m serving.serve …`` on a free loopback port and stops it with
+SIGTERM, checking that it exits cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO_ROOT, free_port
+
+
+def _torch_onnx_export(model_dir: Path, out_dir: Path) -> None:
+    """Fallback export: ``input_ids``/``attention_mask`` (int64, dynamic batch/sequence) → ``logits``."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.set_num_threads(1)
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+
+    class Logits(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    enc = tok(["int main(void) { return 0; }", "void f(char *p) { strcpy(p, q); }"],
+              padding=True, return_tensors="pt")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dyn = {0: "batch", 1: "sequence"}
+    torch.onnx.export(
+        Logits(model), (enc["input_ids"], enc["attention_mask"]), str(out_dir / "model.onnx"),
+        input_names=["input_ids", "attention_mask"], output_names=["logits"],
+        dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "logits": {0: "batch"}},
+        opset_version=18, dynamo=False,
+    )
+    tok.save_pretrained(out_dir)
+
+
+@pytest.fixture(scope="session")
+def serving_root(tmp_path_factory, tiny_model_dir) -> Path:
+    """An artifacts root with ``v0/model/`` and ``v0/onnx/model.onnx`` (+ tokenizer)."""
+    root = tmp_path_factory.mktemp("serving_artifacts")
+    shutil.copytree(tiny_model_dir, root / "v0" / "model")
+    exported = False
+    if importlib.util.find_spec("serving.export.__main__") is not None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "serving.export", "--variant", "v0", "--format", "onnx",
+             "--artifacts-dir", str(root),
+             # Parity is the export's own test; the torchscript exporter is ~6x faster here.
+             "--no-parity", "--meter", "estimate", "--onnx-exporter", "torchscript"],
+            cwd=REPO_ROOT, timeout=300, capture_output=True, text=True,
+        )
+        exported = proc.returncode == 0 and (root / "v0" / "onnx" / "model.onnx").exists()
+        if not exported:
+            # The export has its own tests; here it only has to provide a model to serve.
+            warnings.warn(f"serving.export failed, using torch.onnx.export: {proc.stderr[-500:]}",
+                          stacklevel=1)
+    if not exported:
+        _torch_onnx_export(root / "v0" / "model", root / "v0" / "onnx")
+    assert (root / "v0" / "onnx" / "model.onnx").exists()
+    return root
+
+
+class ServerProcess:
+    """A ``python -m serving.serve`` subprocess on a free loopback port."""
+
+    def __init__(self, engine: str, root: Path, *extra: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        cmd = [sys.executable, "-m", "serving.serve", "--engine", engine, "--artifacts-dir",
+               str(root), "--port", str(self.port), "--threads", "1", "--no-build", *extra]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout_s: float = 120.0) -> ServerProcess:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/v2/health/ready", timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready after {timeout_s} s: {self.log()}")
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, wait; returns the exit status (kills it if it hangs)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def serve_process(tmp_path_factory):
+    """Factory: ``serve_process("onnxruntime", root, "--max-queue-size", "2")`` → a ready
+    :class:`ServerProcess` (``wait=False``: started, call ``.wait_ready()`` yourself, so several
+    servers load at once); everything started is stopped when the test module ends."""
+    started: list[ServerProcess] = []
+    tmp_path = tmp_path_factory.mktemp("server_logs")
+
+    def start(engine: str, root: Path, *extra: str, wait: bool = True) -> ServerProcess:
+        sp = ServerProcess(engine, root, *extra, log_path=tmp_path / f"{engine}-{len(started)}.log")
+        started.append(sp)
+        return sp.wait_ready() if wait else sp
+
+    yield start
+    for sp in started:
+        sp.stop()

@@ -1,0 +1,66 @@
+"""Request builders and response checkers of the protocols the load client speaks.
+
+Kept apart from the locustfile (which imports Locust, and with it gevent's monkey-patching) so
+they can be unit-tested and reused in any process. Each ``*_labels`` function raises
+``ValueError("schema: …")`` for a response that does not match the contract, which the load
+client records as that request's error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PROTOCOLS = ("oip", "vllm")
+
+
+def oip_request(texts: list[str], model: str) -> tuple[str, bytes]:
+    """(path, JSON body) of an Open Inference Protocol v2 infer request for ``texts``."""
+    body = {
+        "inputs": [
+            {"name": "TEXT", "shape": [len(texts), 1], "datatype": "BYTES", "data": texts}
+        ]
+    }
+    return f"/v2/models/{model}/infer", json.dumps(body).encode()
+
+
+def oip_labels(payload: Any, n: int) -> list[int]:
+    """Predicted labels from an OIP v2 infer response; ``ValueError("schema: …")`` if malformed."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("outputs"), list):
+        raise ValueError("schema: no 'outputs' list")
+    outs = {o.get("name"): o for o in payload["outputs"] if isinstance(o, dict)}
+    if "LABEL" not in outs:
+        raise ValueError("schema: no LABEL output")
+    labels = outs["LABEL"].get("data")
+    if not isinstance(labels, list) or len(labels) != n:
+        raise ValueError(f"schema: LABEL has {len(labels) if isinstance(labels, list) else 0} values, expected {n}")
+    if "LOGITS" in outs:
+        logits = outs["LOGITS"].get("data")
+        if not isinstance(logits, list) or len(logits) != 2 * n:
+            raise ValueError("schema: LOGITS is not [batch, 2]")
+    try:
+        out = [int(x) for x in labels]
+    except (TypeError, ValueError):
+        raise ValueError("schema: LABEL values are not integers") from None
+    if any(x not in (0, 1) for x in out):
+        raise ValueError("schema: LABEL outside {0, 1}")
+    return out
+
+
+def vllm_request(texts: list[str], model: str) -> tuple[str, bytes]:
+    """(path, JSON body) of a vLLM ``/classify`` request (serving.engines.vllm's adapter)."""
+    from serving.engines.vllm import classify_request  # light: vllm itself is never imported
+
+    path, body = classify_request(texts, model)
+    return path, json.dumps(body).encode()
+
+
+def vllm_labels(payload: Any, n: int) -> list[int]:
+    """Predicted labels from a vLLM classify response (argmax of ``probs``, ordered by index)."""
+    from serving.engines.vllm import parse_classify_response
+
+    try:
+        _, labels = parse_classify_response(payload, n)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"schema: {e}") from None
+    return [int(x) for x in labels]

@@ -1,0 +1,50 @@
+# Load tests and serving energy per 1k requests (loadtest/, docs/loadtest.md).
+#
+#   make load ENGINE=onnxruntime VARIANT=v0 USERS=8 DURATION=20 REPEATS=3
+#   make load ENGINE=pytorch RPS=40                       open loop, Poisson arrivals
+#   make load ENGINE=onnxruntime SWEEP=1,4,16,64          one run per level (users; rates with RPS=…)
+#   make load ENGINE=triton WORKERS=2                     Locust master + 2 workers
+#   make bench-load                                       onnxruntime vs pytorch vs triton, ratios
+#
+# Results: results/load/<engine>__<variant>/<run_id>/summary.json (+ repeat-<k>/ raw files).
+# The served artifact is trained/exported first when missing (before anything is measured).
+# RUNTIME=docker (mk/containers.mk) runs the same orchestrator in the compose `load` service.
+
+ENGINE      ?= onnxruntime
+FORMAT      ?=
+USERS       ?=
+RPS         ?=
+SWEEP       ?=
+DURATION    ?= 20
+REPEATS     ?= 1
+WORKERS     ?= 0
+WARMUP      ?= 5
+IDLE        ?= 5
+BATCH       ?= 1
+LOAD_URL    ?=
+LOAD_ARGS   ?=
+BENCH_ENGINES  ?= onnxruntime,pytorch,triton
+BENCH_USERS    ?= 8
+BENCH_DURATION ?= 10
+
+# `make bench` (mk/serving.mk) runs every script in BENCH_SCRIPTS; this adds the engine comparison.
+BENCH_SCRIPTS += $(PY) -m loadtest.bench --engines $(BENCH_ENGINES) --users $(BENCH_USERS) \
+	--duration $(BENCH_DURATION) --variant $(VARIANT) --meter '$(METER)' --country $(COUNTRY) --no-progress;
+
+.PHONY: load bench-load
+# RUNTIME=docker: the same run inside the compose services (server container + `load` service).
+ifeq ($(RUNTIME),docker)
+load: docker-load
+else
+load: $(STAMP) ## run a load test: ENGINE= VARIANT= FORMAT= USERS= RPS= SWEEP= DURATION= REPEATS= WORKERS= (results/load/…/summary.json)
+	$(PY) -m loadtest.run --engine $(ENGINE) --variant $(VARIANT) $(if $(FORMAT),--format $(FORMAT)) \
+		$(if $(USERS),--users $(USERS)) $(if $(RPS),--rps $(RPS)) \
+		$(if $(SWEEP),--sweep $(SWEEP) $(if $(and $(RPS),$(if $(USERS),,x)),--sweep-kind rps)) \
+		--duration $(DURATION) --repeats $(REPEATS) --workers $(WORKERS) --warmup $(WARMUP) \
+		--idle $(IDLE) --batch $(BATCH) $(if $(LOAD_URL),--url $(LOAD_URL)) \
+		--meter '$(METER)' --country $(COUNTRY) $(LOAD_ARGS)
+endif
+
+bench-load: $(STAMP) ## energy per 1k requests + throughput of onnxruntime vs pytorch vs triton at the same load, as ratios (short; BENCH_ENGINES= BENCH_USERS= BENCH_DURATION=)
+	$(PY) -m loadtest.bench --engines $(BENCH_ENGINES) --users $(BENCH_USERS) --duration $(BENCH_DURATION) \
+		--variant $(VARIANT) --meter '$(METER)' --country $(COUNTRY)

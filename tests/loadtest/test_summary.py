@@ -1,0 +1,185 @@
+"""Pure metrics of a load run on known inputs (STYLE.md §8)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from energy.base import Reading
+from energy.trace import TraceWriter, record_from_csv
+from loadtest.summary import (
+    RequestRecord,
+    aggregate_repeats,
+    classification_scores,
+    energy_per_1k,
+    energy_per_1k_wh,
+    failure_reason,
+    in_window,
+    j_per_request,
+    latency_summary,
+    mean_ci95,
+    percentile,
+    read_request_records,
+    request_stats,
+    t_quantile_975,
+    write_request_records,
+)
+
+T0 = 1_700_000_000.0
+
+
+def _constant_trace(path, watts: float, t_from: float, t_to: float, step_s: float = 0.1):
+    """A replayed power trace: ``watts`` constant, one sample per ``step_s`` (power only)."""
+    n = round((t_to - t_from) / step_s)
+    with TraceWriter(path) as w:
+        w.write(
+            Reading(t_from + i * step_s, "cpu", watts, None, "replay", "estimated")
+            for i in range(n + 1)
+        )
+
+
+def _records(n: int, t_from: float, t_to: float) -> list[RequestRecord]:
+    """``n`` successful synthetic requests completing evenly inside ``(t_from, t_to)``."""
+    dt = (t_to - t_from) / n
+    out = []
+    for i in range(n):
+        end = t_from + (i + 0.5) * dt
+        out.append(RequestRecord(end - 0.004, end, True, "", 1, (i % 2,), (i % 2,)))
+    return out
+
+
+def test_energy_per_1k_constant_200w_10s_500_requests(tmp_path):
+    power = tmp_path / "power.csv"
+    _constant_trace(power, 200.0, T0 - 2.0, T0 + 12.0)
+    reqs = tmp_path / "requests.csv"
+    write_request_records(reqs, _records(500, T0, T0 + 10.0) + _records(50, T0 + 10.5, T0 + 11.5))
+    recs = in_window(read_request_records([reqs]), T0, T0 + 10.0)
+    n_ok = sum(r.ok for r in recs)
+    assert n_ok == 500
+
+    gross = record_from_csv(power, T0, T0 + 10.0, name="inference")
+    assert gross.gross_j == pytest.approx(2000.0, rel=1e-9)
+    per_1k = energy_per_1k(gross, n_ok)
+    assert per_1k["gross"] == pytest.approx(4000.0 / 3600.0, rel=1e-9)  # 1.111 Wh
+    assert per_1k["net"] is None  # no idle baseline given → no net, never a made-up one
+
+    rec = record_from_csv(power, T0, T0 + 10.0, name="inference", idle_w=50.0)
+    per_1k = energy_per_1k(rec, n_ok)
+    assert per_1k["gross"] == pytest.approx(1.1111111111111112, rel=1e-9)
+    assert per_1k["net"] == pytest.approx(3000.0 / 3600.0, rel=1e-9)  # 0.833 Wh
+    jpr = j_per_request(rec, n_ok)
+    assert jpr == {"gross": pytest.approx(4.0, rel=1e-9), "net": pytest.approx(3.0, rel=1e-9)}
+
+
+def test_energy_per_1k_edge_cases():
+    assert energy_per_1k_wh(None, 10) is None
+    assert energy_per_1k_wh(100.0, 0) is None
+    assert energy_per_1k(None, 5) == {"gross": None, "net": None}
+    assert energy_per_1k_wh(3600.0, 1000) == pytest.approx(1.0)
+
+
+def test_percentile_matches_linear_interpolation():
+    xs = [15.0, 20.0, 35.0, 40.0, 50.0]
+    assert percentile(xs, 0) == 15.0
+    assert percentile(xs, 100) == 50.0
+    assert percentile(xs, 50) == 35.0
+    assert percentile(xs, 40) == pytest.approx(29.0)  # numpy.percentile(xs, 40)
+    assert percentile(list(range(1, 101)), 99) == pytest.approx(99.01)
+    assert percentile([], 50) is None
+    with pytest.raises(ValueError, match="allowed: 0..100"):
+        percentile(xs, 101)
+    s = latency_summary([1.0, 2.0, 3.0, 4.0])
+    assert s["mean"] == 2.5 and s["p50"] == 2.5 and s["p99"] == pytest.approx(3.97)
+
+
+def test_mean_ci95_student_t():
+    m, ci = mean_ci95([10.0, 12.0, 14.0])
+    half = 4.302652730 * 2.0 / math.sqrt(3)  # t(0.975, 2) × sd / √n
+    assert m == 12.0
+    assert ci == [pytest.approx(12.0 - half), pytest.approx(12.0 + half)]
+    assert mean_ci95([5.0]) == (5.0, None)
+    assert mean_ci95([]) == (None, None)
+    assert t_quantile_975(30) == pytest.approx(2.042272456)
+    assert t_quantile_975(60) == pytest.approx(2.000297822, abs=1e-6)
+    assert t_quantile_975(10_000) == pytest.approx(1.960201, abs=1e-5)
+
+
+def test_classification_scores_known_confusion():
+    # tp=2, fp=1, fn=1, tn=4
+    pairs = [(1, 1), (1, 1), (0, 1), (1, 0), (0, 0), (0, 0), (0, 0), (0, 0)]
+    s = classification_scores(pairs)
+    assert s["n_scored"] == 8
+    assert s["accuracy"] == pytest.approx(6 / 8)
+    assert s["precision"] == pytest.approx(2 / 3)
+    assert s["recall"] == pytest.approx(2 / 3)
+    assert s["f1"] == pytest.approx(2 / 3)
+    none = classification_scores([(0, 0), (0, 0)])
+    assert none["f1"] == 0.0 and none["accuracy"] == 1.0
+    assert classification_scores([])["accuracy"] is None
+
+
+def test_request_stats_counts_errors_and_open_loop_lateness():
+    recs = [
+        RequestRecord(0.0, 0.010, True, "", 2, (1, 0), (1, 1), target_unix_s=0.0),
+        RequestRecord(0.5, 0.520, True, "", 2, (0, 0), (0, 0), target_unix_s=0.45),  # 50 ms late
+        RequestRecord(1.0, 1.001, False, "http 503", 2, (1, 1), (), target_unix_s=1.0),
+        RequestRecord(1.5, 1.501, False, "connection: ConnectionRefusedError", 2, (0, 1), (),
+                      target_unix_s=1.5),
+    ]
+    s = request_stats(recs, duration_s=2.0, late_threshold_ms=10.0)
+    assert s["requests"] == {
+        "ok": 2, "failed": 2,
+        "errors": {"connection: ConnectionRefusedError": 1, "http 503": 1},
+    }
+    assert s["throughput_rps"] == 1.0
+    assert s["items_ok"] == 4
+    assert s["served"]["n_scored"] == 4 and s["served"]["accuracy"] == pytest.approx(0.75)
+    assert s["latency_ms"]["p50"] == pytest.approx(15.0)  # only successful requests
+    assert s["open_loop"]["n_late"] == 1 and s["open_loop"]["achieved_rps"] == 2.0
+    assert s["latency_from_intended_ms"]["p99"] == pytest.approx(69.4)  # 10 ms and 70 ms from intended
+    closed = request_stats([RequestRecord(0.0, 0.1, True, "", 1, (1,), (1,))], duration_s=1.0)
+    assert closed["open_loop"] is None and closed["latency_from_intended_ms"] is None
+
+
+def test_failure_rules():
+    assert failure_reason(n_ok=100, n_failed=5) is None  # 4.8 % ≤ 5 %
+    r = failure_reason(n_ok=90, n_failed=10, errors={"http 503": 10})
+    assert "error rate 10.0% exceeds the 5.0% threshold" in r and "http 503" in r
+    died = failure_reason(n_ok=50, n_failed=3, server_failure="server exited with code -9",
+                          errors={"connection: ConnectionRefusedError": 3})
+    assert died.startswith("server exited with code -9") and "ConnectionRefusedError" in died
+    assert "no successful request" in failure_reason(n_ok=0, n_failed=0)
+    assert "no energy" in failure_reason(n_ok=10, n_failed=0, inference_energy_j=None)
+    assert failure_reason(n_ok=80, n_failed=20, max_error_rate=0.5) is None
+    with pytest.raises(ValueError, match="max_error_rate"):
+        failure_reason(n_ok=1, n_failed=0, max_error_rate=2.0)
+
+
+def _rep(status, e, thr, reason=None):
+    return {
+        "status": status, "failure_reason": reason, "engine": "onnxruntime",
+        "requests": {"ok": 100, "failed": 0, "errors": {"http 503": 2} if e > 1.5 else {}},
+        "energy_per_1k_wh": {"gross": e, "net": e / 2},
+        "throughput_rps": thr, "window": {"start_unix_s": 5.0},
+    }
+
+
+def test_aggregate_repeats_mean_ci_and_failed_never_averaged():
+    reps = [_rep("ok", 1.0, 10.0), _rep("ok", 2.0, 20.0), _rep("failed", 99.0, 1.0, "server died")]
+    top = aggregate_repeats(reps)
+    assert top["energy_per_1k_wh"]["gross"] == pytest.approx(1.5)  # failed repeat left out
+    assert top["throughput_rps"] == pytest.approx(15.0)
+    lo, hi = top["ci95"]["energy_per_1k_wh.gross"]
+    assert lo < 1.5 < hi
+    assert top["status"] == "failed" and "repeat 3: server died" in top["failure_reason"]
+    assert top["n_repeats"] == 3 and top["n_ok_repeats"] == 2 and top["n_failed_repeats"] == 1
+    assert top["repeats"][2]["energy_per_1k_wh"]["gross"] == 99.0  # kept, not averaged
+    assert top["requests"]["errors"] == {"http 503": 1.0}  # mean over ok repeats
+    assert top["window"]["start_unix_s"] == 5.0
+    assert top["requests"]["ok"] == 100 and isinstance(top["requests"]["ok"], int)  # not 100.0
+    ok = aggregate_repeats([_rep("ok", 1.0, 10.0)])
+    assert ok["status"] == "ok" and ok["failure_reason"] is None
+    assert ok["ci95"]["energy_per_1k_wh.gross"] is None  # one repeat: no CI
+    dead = aggregate_repeats([_rep("failed", 3.0, 1.0, "x")])
+    assert dead["energy_per_1k_wh"]["gross"] is None and dead["engine"] == "onnxruntime"

@@ -817,27 +817,14 @@ def run_level(cfg: RunConfig, spec: LoadSpec, run_id: str, requests_file: Path |
     return run_dir, summary
 
 
-# Builds the served artifact (training/export) the way `serving.serve` would at start-up, but
-# *before* the sidecar starts, so a build never lands in the measured system window.
-_PREPARE = """
-import sys
-from serving.engines import get_engine
-from serving.serve import build_parser, ensure_artifacts, settings_from_args
-s = settings_from_args(build_parser().parse_args(sys.argv[1:]))
-e = get_engine(s.engine)
-s.format = s.format or e.default_format
-e.check(s)
-ensure_artifacts(e, s)
-"""
-
-
 def prepare_artifacts(cfg: RunConfig) -> None:
     """Make sure the engine's artifact exists (train/export when missing) before measuring.
 
     Raises ``RuntimeError`` with the builder's last output lines when that fails.
     """
-    cmd = [sys.executable, "-c", _PREPARE, "--engine", cfg.engine, "--variant", cfg.variant,
-           "--format", str(cfg.format), "--artifacts-dir", cfg.artifacts_dir]
+    # Built *before* the sidecar starts, so a build never lands in the measured system window.
+    cmd = [sys.executable, "-m", "serving.serve", "--build-only", "--engine", cfg.engine,
+           "--variant", cfg.variant, "--format", cfg.format, "--artifacts-dir", cfg.artifacts_dir]
     proc = subprocess.run(cmd, env=child_env(), cwd=REPO_ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]

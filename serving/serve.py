@@ -68,8 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diagnostics only: sleep this long per batch (simulates a slow model)")
     p.add_argument("--log-level", default=d.log_level,
                    choices=["critical", "error", "warning", "info", "debug"])
-    p.add_argument("--no-build", action="store_true",
-                   help="fail instead of training/exporting when an artifact is missing")
+    build = p.add_mutually_exclusive_group()
+    build.add_argument("--no-build", action="store_true",
+                       help="fail instead of training/exporting when an artifact is missing")
+    build.add_argument("--build-only", action="store_true",
+                       help="train/export what the engine needs, then exit without serving "
+                       "(the load test uses this so a build never lands in a measured window)")
     return p
 
 
@@ -147,12 +151,14 @@ def main(argv: list[str] | None = None) -> int:
             settings.format = engine.default_format
         engine.check(settings)
         # Fail before a long build/model load, and never announce someone else's server as ours.
-        if port_in_use(settings.host, settings.port):
+        if not args.build_only and port_in_use(settings.host, settings.port):
             raise RuntimeError(
                 f"port {settings.port} on {settings.host} is already in use; pick another with --port"
             )
         if not args.no_build:
             ensure_artifacts(engine, settings)
+        if args.build_only:
+            return 0
     except EngineUnavailable as e:
         print(f"serve: engine {args.engine} unavailable here: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
@@ -175,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     except EngineUnavailable as e:
         print(f"serve: engine {args.engine} unavailable here: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        # e.g. an engine's server process that died on start-up: one line, not a traceback
         print(f"serve: {e}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Terminated):

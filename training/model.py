@@ -138,3 +138,97 @@ def count_params(model) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"params": total, "trainable_params": trainable}
+
+
+def model_size_mb(model) -> float:
+    """Parameters + buffers in MB (10^6 bytes), at their current dtypes."""
+    n = sum(p.numel() * p.element_size() for p in model.parameters())
+    n += sum(b.numel() * b.element_size() for b in model.buffers())
+    return n / 1e6
+
+
+def pruned_layer_count(requested: int, model_layers: int, reference_layers: int = 22) -> tuple[int, str]:
+    """How many encoder layers to drop, and a note saying how that number was reached.
+
+    ``requested`` counts against ``reference_layers`` (ModernBERT-base's 22, the seed's sweep).
+    A model of that depth drops exactly ``requested``; another depth drops the same *share*,
+    ``round(requested × model_layers / reference_layers)``, clamped to ``[1, model_layers − 1]``
+    (a pruned model keeps at least one layer). ``reference_layers=0`` means ``requested`` is an
+    absolute count, and asking for ``model_layers`` or more is an error.
+    """
+    if requested <= 0:
+        return 0, ""
+    if model_layers < 2:
+        raise ValueError(f"cannot prune a model with {model_layers} encoder layer(s): at least one must remain")
+    if reference_layers <= 0 or reference_layers == model_layers:
+        if requested >= model_layers:
+            raise ValueError(
+                f"pruning.layers={requested} would drop all {model_layers} encoder layers; "
+                f"the most that can be dropped is {model_layers - 1}"
+            )
+        return requested, f"dropped {requested} of {model_layers} layers"
+    n = min(max(1, round(requested * model_layers / reference_layers)), model_layers - 1)
+    return n, (
+        f"{requested} of {reference_layers} reference layers scaled to this model's depth: "
+        f"dropped {n} of {model_layers} layers"
+    )
+
+
+def prune_layers(model, n: int, side: str = "top"):
+    """Drop ``n`` encoder layers of a ModernBERT model in place, from the ``top`` (output end)
+    or the ``bottom`` (input end), and keep its config consistent so that the saved artifact
+    reloads with ``from_pretrained`` into exactly the same network.
+
+    ModernBERT's first layer has no attention pre-norm (``nn.Identity``) and every layer's
+    local/global attention comes from ``config.layer_types``; after dropping bottom layers the
+    new first layer's pre-norm is replaced by the identity, as ``from_pretrained`` would build it.
+    """
+    import torch.nn as nn
+
+    if side not in ("top", "bottom"):
+        raise ValueError(f"pruning side {side!r}; valid: top, bottom")
+    base = getattr(model, "model", model)
+    layers = base.layers
+    total = len(layers)
+    if n <= 0:
+        return model
+    if n >= total:
+        raise ValueError(f"cannot drop {n} of {total} encoder layers; at most {total - 1}")
+    keep = list(range(total - n)) if side == "top" else list(range(n, total))
+    base.layers = nn.ModuleList([layers[i] for i in keep])
+    cfg = model.config
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = [cfg.layer_types[i] for i in keep]
+    cfg.num_hidden_layers = len(keep)
+    for new_idx, layer in enumerate(base.layers):
+        layer.layer_idx = new_idx
+        if hasattr(layer, "attn"):
+            layer.attn.layer_idx = new_idx
+    if side == "bottom" and hasattr(base.layers[0], "attn_norm"):
+        base.layers[0].attn_norm = nn.Identity()
+    return model
+
+
+def apply_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.1,
+               target_modules=("Wqkv", "Wo", "Wi"), modules_to_save=("head", "classifier")):
+    """Wrap ``model`` with LoRA adapters (peft). The classification head (``modules_to_save``)
+    stays fully trainable: it is randomly initialised, so frozen it could never learn."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
+        modules_to_save=list(modules_to_save),
+    )
+    return get_peft_model(model, config)
+
+
+def merge_lora(model):
+    """A plain ``transformers`` model with the adapters merged into the base weights (and the
+    trained copies of ``modules_to_save`` in place); a model without adapters is returned as is."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model

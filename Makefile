@@ -25,10 +25,11 @@ VARIANT  ?= v0
 MODEL    ?= tiny
 DATA     ?= data/bigvul/bigvul_sample.csv.gz
 METER    ?= auto
+RUNTIME  ?= local# local | docker (train/export/serve/load through compose: docs/containers.md)
 COUNTRY  ?= FRA
 PYTEST_ARGS ?=
 
-.PHONY: help venv test lint clean
+.PHONY: help venv system-deps test lint clean
 help: ## list every target with its one-line description
 	@echo "green-pipeline-study — make targets (variables: VARIANT=$(VARIANT) MODEL=$(MODEL) METER=$(METER) COUNTRY=$(COUNTRY))"
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort -u | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -41,7 +42,20 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PIP) install -q -r requirements-dev.txt
 	@touch $@
 
-test: $(STAMP) ## run the test suite (unit + integration on real loopback servers; gpu/docker tests skip with a reason)
+# Debian packages some checks use: chromium (the report's headless render) and docker-compose
+# (compose file validation). Installed when missing and we can (root + apt-get); otherwise the
+# tests that need them skip with a reason.
+SYSTEM_DEPS := chromium docker-compose
+system-deps: ## install chromium + docker-compose from Debian when missing (root + apt-get only; else their checks skip)
+	@missing=""; for c in $(SYSTEM_DEPS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing$$missing (apt-get)"; \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; } \
+	    || echo "could not install$$missing: the checks that need them skip with a reason"; \
+	else echo "missing$$missing (needs root + apt-get): the checks that need them skip with a reason"; fi
+
+test: $(STAMP) system-deps ## run the test suite (unit + integration on real loopback servers; gpu/docker tests skip with a reason)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff over the whole tree

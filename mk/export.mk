@@ -19,10 +19,14 @@ EXPORT_FMT        = $(or $(FORMAT),$(EXPORT_FORMAT))
 TRAINED_MODEL     = $(ARTIFACTS)/$(VARIANT)/model/config.json
 
 .PHONY: export triton-repo
+ifeq ($(RUNTIME),docker)
+export: docker-export
+else
 export: $(STAMP) ## export a trained variant: VARIANT= FORMAT=onnx|onnx-int8|pytorch|tensorrt|all (trains first if missing)
 	@test -f $(TRAINED_MODEL) || $(MAKE) --no-print-directory train VARIANT=$(VARIANT)
 	$(PY) -m serving.export --variant $(VARIANT) --format $(EXPORT_FMT) --artifacts-dir $(ARTIFACTS) \
 		--meter $(METER) $(if $(DATA),--data $(DATA)) $(EXPORT_ARGS)
+endif
 
 triton-repo: $(STAMP) ## generate the Triton model repository artifacts/<VARIANT>/triton (TRITON_BACKEND=onnxruntime|tensorrt|python-onnxruntime TRITON_KIND=gpu|cpu)
 	@test -f $(TRAINED_MODEL) || $(MAKE) --no-print-directory train VARIANT=$(VARIANT)

@@ -22,9 +22,13 @@ SERVING_BENCH_ARGS ?=
 BENCH_SCRIPTS += $(PY) -m serving.bench --variant $(VARIANT) $(SERVING_BENCH_ARGS);
 
 .PHONY: serve bench
+ifeq ($(RUNTIME),docker)
+serve: docker-serve
+else
 serve: $(STAMP) ## start an engine in the foreground: ENGINE=onnxruntime|pytorch|triton|vllm VARIANT= FORMAT= PORT=8000 (SERVE_ARGS=…)
 	@$(PY) -m serving.serve --engine $(ENGINE) --variant $(VARIANT) $(if $(FORMAT),--format $(FORMAT)) \
 		--port $(PORT) --artifacts-dir $(or $(ARTIFACTS),artifacts) $(SERVE_ARGS)
+endif
 
 bench: $(STAMP) ## run every benchmark in BENCH_SCRIPTS (serving: onnxruntime vs pytorch server vs in-process throughput, ratios)
 	@set -e; $(BENCH_SCRIPTS)

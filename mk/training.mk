@@ -27,8 +27,12 @@ TRAIN_CLI_ARGS = --variant '$(VARIANT)' --model '$(MODEL)' --data '$(DATA)' --me
 	$(if $(strip $(TRAIN_IDLE_S)),--idle-s $(TRAIN_IDLE_S)) $(foreach s,$(SET),--set '$(s)')
 
 .PHONY: train variants
+ifeq ($(RUNTIME),docker)
+train: docker-train
+else
 train: $(STAMP) ## train one variant: VARIANT=v2 MODEL=tiny DATA=… REPEATS=1 MAX_STEPS= GPUS= SET="k=v …" (results/train/<VARIANT>/result.json)
 	$(PY) -m training.train $(TRAIN_CLI_ARGS)
+endif
 
 variants: ## list every training variant (v0…, aliases, combinations) and what it changes
 	@$(PY) -m training.train --list

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from energy import stats
 from energy.base import J_PER_WH, EnergyRecord
+from energy.stats import get_path, percentile
 
 PERCENTILES = (50, 90, 95, 99)
 DEFAULT_MAX_ERROR_RATE = 0.05
@@ -129,19 +131,6 @@ def idle_power_w(record: EnergyRecord | None) -> float | None:
 # --------------------------------------------------------------------------- statistics
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-th percentile (0–100) with linear interpolation (numpy's default method)."""
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile q={q} is invalid; allowed: 0..100")
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float | None]:
     """``{"mean", "p50", "p90", "p95", "p99"}`` in ms (``None`` each when there are none)."""
     out: dict[str, float | None] = {
@@ -152,47 +141,10 @@ def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float | None]:
     return out
 
 
-# Student's t, two-sided 95 % (the 0.975 quantile) for 1..30 degrees of freedom.
-_T975 = (
-    12.706204736, 4.302652730, 3.182446305, 2.776445105, 2.570581836, 2.446911851,
-    2.364624252, 2.306004135, 2.262157163, 2.228138852, 2.200985160, 2.178812830,
-    2.160368656, 2.144786688, 2.131449546, 2.119905299, 2.109815578, 2.100922040,
-    2.093024054, 2.085963447, 2.079613845, 2.073873068, 2.068657610, 2.063898562,
-    2.059538553, 2.055529439, 2.051830516, 2.048407142, 2.045229642, 2.042272456,
-)
-_Z975 = 1.959963984540054
-
-
-def t_quantile_975(df: int) -> float:
-    """The 0.975 quantile of Student's t with ``df`` degrees of freedom.
-
-    Tabulated for df ≤ 30; beyond, the Cornish–Fisher expansion around the normal quantile
-    (error < 1e-6 there), since scipy is not a dependency.
-    """
-    if df < 1:
-        raise ValueError(f"degrees of freedom df={df} is invalid; allowed: >= 1")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = _Z975
-    return (
-        z
-        + (z**3 + z) / (4 * df)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
-    )
-
-
 def mean_ci95(values: Sequence[float]) -> tuple[float | None, list[float] | None]:
     """Mean and its t-based 95 % CI ``[lo, hi]``; the CI is ``None`` for fewer than 2 values."""
-    xs = [float(v) for v in values if v is not None]
-    if not xs:
-        return None, None
-    m = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return m, None
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-    half = t_quantile_975(len(xs) - 1) * sd / math.sqrt(len(xs))
-    return m, [m - half, m + half]
+    s = stats.mean_ci95(values)
+    return s.mean, None if s.ci95 is None else list(s.ci95)
 
 
 def classification_scores(pairs: Iterable[tuple[int, int]]) -> dict[str, float | int | None]:
@@ -419,16 +371,6 @@ def failure_reason(
 
 
 # --------------------------------------------------------------------------- repeats
-
-
-def get_path(d: dict[str, Any], dotted: str) -> Any:
-    """``get_path(s, "latency_ms.p99")`` → ``s["latency_ms"]["p99"]`` (``None`` if absent)."""
-    cur: Any = d
-    for k in dotted.split("."):
-        if not isinstance(cur, dict) or k not in cur:
-            return None
-        cur = cur[k]
-    return cur
 
 
 def _is_num(x: Any) -> bool:

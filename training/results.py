@@ -6,9 +6,11 @@ One function builds a run's result dict (:func:`run_result`), one aggregates rep
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
+
+from energy import stats
+from energy.stats import get_path, set_path
 
 STAGES = ("data", "architecture", "training", "system", "inference")
 
@@ -27,49 +29,12 @@ AGGREGATED = (
     + ["co2_kg", "accuracy", "f1", "precision", "recall", "latency_ms", "training.final_loss"]
 )
 
-# Two-sided 97.5 % quantiles of Student's t for 1…30 degrees of freedom (no scipy here).
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)
-
-
-def t975(df: int) -> float:
-    """Student's t 0.975 quantile (normal 1.96 beyond 30 degrees of freedom)."""
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be ≥ 1, got {df}")
-    return _T975[df - 1] if df <= len(_T975) else 1.96
-
-
 def mean_ci95(values: Sequence[float]) -> tuple[float, list[float] | None]:
     """Mean and the t-based 95 % confidence interval of the mean (``None`` for n < 2)."""
-    xs = [float(v) for v in values]
-    if not xs:
+    s = stats.mean_ci95(values)
+    if s.n == 0:
         raise ValueError("no values")
-    m = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return m, None
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-    half = t975(len(xs) - 1) * sd / math.sqrt(len(xs))
-    return m, [m - half, m + half]
-
-
-def get_path(d: dict[str, Any], dotted: str) -> Any:
-    cur: Any = d
-    for part in dotted.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
-
-
-def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    cur = d
-    for part in parts[:-1]:
-        cur = cur.setdefault(part, {})
-    cur[parts[-1]] = value
+    return s.mean, None if s.ci95 is None else list(s.ci95)
 
 
 def energy_summary(records: dict[str, Any]) -> dict[str, Any]:

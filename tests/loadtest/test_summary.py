@@ -7,6 +7,7 @@ import math
 import pytest
 
 from energy.base import Reading
+from energy.stats import t_crit  # noqa: E402
 from energy.trace import TraceWriter, record_from_csv
 from loadtest.summary import (
     RequestRecord,
@@ -22,7 +23,6 @@ from loadtest.summary import (
     percentile,
     read_request_records,
     request_stats,
-    t_quantile_975,
     write_request_records,
 )
 
@@ -100,9 +100,9 @@ def test_mean_ci95_student_t():
     assert ci == [pytest.approx(12.0 - half), pytest.approx(12.0 + half)]
     assert mean_ci95([5.0]) == (5.0, None)
     assert mean_ci95([]) == (None, None)
-    assert t_quantile_975(30) == pytest.approx(2.042272456)
-    assert t_quantile_975(60) == pytest.approx(2.000297822, abs=1e-6)
-    assert t_quantile_975(10_000) == pytest.approx(1.960201, abs=1e-5)
+    assert t_crit(30) == pytest.approx(2.042272456)
+    assert t_crit(60) == pytest.approx(2.000297822, abs=1e-6)
+    assert t_crit(10_000) == pytest.approx(1.960201, abs=1e-5)
 
 
 def test_classification_scores_known_confusion():

@@ -8,7 +8,7 @@ import pytest
 
 from energy.base import EnergyRecord
 from training.evaluate import classification_metrics
-from training.results import REQUIRED_KEYS, aggregate, empty_result, energy_summary, mean_ci95, t975
+from training.results import REQUIRED_KEYS, aggregate, empty_result, energy_summary, mean_ci95
 
 
 def test_classification_metrics_known_values():
@@ -27,9 +27,8 @@ def test_mean_ci95_known_values():
     m, ci = mean_ci95([1.0, 2.0, 3.0])
     # sd = 1, t(0.975, 2) = 4.303 → half-width 4.303 / sqrt(3)
     assert m == 2.0
-    assert ci == pytest.approx([2 - 4.303 / math.sqrt(3), 2 + 4.303 / math.sqrt(3)])
+    assert ci == pytest.approx([2 - 4.303 / math.sqrt(3), 2 + 4.303 / math.sqrt(3)], abs=1e-3)
     assert mean_ci95([5.0]) == (5.0, None)
-    assert t975(100) == 1.96
     with pytest.raises(ValueError):
         mean_ci95([])
 

@@ -1,4 +1,5 @@
-"""Atomic file writes and small readers shared by the analysis modules.
+"""Table writes and small readers shared by the analysis modules (JSON/text writers come from
+:mod:`energy.io`).
 
 Every result file is written to a temporary file in the same directory and then moved into
 place with ``os.replace``, so a reader (or a killed run) never sees half a file.
@@ -15,62 +16,14 @@ from typing import Any
 
 import pandas as pd
 
+# One atomic writer for every result file in the study.
+from energy.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401
+from energy.stats import get_path  # noqa: F401  (re-exported for the analysis modules)
+
 
 def _tmp_in(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     return tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file + ``os.replace``)."""
-    path = Path(path)
-    fd, tmp = _tmp_in(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared/read
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    if hasattr(o, "item"):  # numpy scalars
-        return o.item()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _nan_to_none(o: Any) -> Any:
-    # JSON has no NaN; a missing number is null.
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _nan_to_none(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_nan_to_none(v) for v in o]
-    return o
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically (NaN/inf become ``null``)."""
-    text = json.dumps(_nan_to_none(obj), indent=2, sort_keys=False, default=_json_default)
-    return write_text_atomic(path, text + "\n")
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
@@ -116,16 +69,6 @@ def write_table_atomic(df: pd.DataFrame, csv_path: str | os.PathLike, parquet: b
                 os.unlink(tmp)
             # Parquet is a convenience copy; the CSV is the record.
     return written
-
-
-def get_path(d: Any, dotted: str, default: Any = None) -> Any:
-    """``get_path({"a": {"b": 1}}, "a.b") == 1``; ``default`` when any step is missing."""
-    cur = d
-    for part in dotted.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return default
-        cur = cur[part]
-    return cur
 
 
 def as_float(v: Any) -> float | None:

@@ -23,6 +23,9 @@ def _default(o: Any) -> Any:
         return os.fspath(o)
     if isinstance(o, (set, frozenset)):
         return sorted(o, key=str)
+    to_dict = getattr(o, "to_dict", None)  # pandas objects and other records
+    if callable(to_dict):
+        return to_dict()
     item = getattr(o, "item", None)  # numpy / torch scalars
     if callable(item):
         return item()
@@ -43,16 +46,19 @@ def _clean(o: Any) -> Any:
     return o
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (parents created); returns the path."""
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (parents created; temp file beside it, fsync,
+    ``os.replace``); returns the path. Files are made world-readable (``mkstemp`` creates
+    0600), because results and artifacts are read by other users, e.g. a container's uid."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
-        with os.fdopen(fd, "w", encoding=encoding) as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, p)
     except BaseException:
         try:
@@ -61,6 +67,11 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, encoding: str = "
             pass
         raise
     return p
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`write_bytes_atomic`)."""
+    return write_bytes_atomic(path, text.encode(encoding))
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int = 2) -> Path:

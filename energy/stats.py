@@ -169,12 +169,12 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 90, 95, 99))
 # --------------------------------------------------------------------------- dotted paths
 
 
-def get_path(d: dict[str, Any], dotted: str) -> Any:
-    """``get_path(s, "latency_ms.p99")`` → ``s["latency_ms"]["p99"]`` (``None`` if absent)."""
+def get_path(d: Any, dotted: str, default: Any = None) -> Any:
+    """``get_path(s, "latency_ms.p99")`` → ``s["latency_ms"]["p99"]`` (``default`` if absent)."""
     cur: Any = d
     for part in dotted.split("."):
         if not isinstance(cur, dict) or part not in cur:
-            return None
+            return default
         cur = cur[part]
     return cur
 

@@ -72,47 +72,12 @@ def predict_pytorch(
     return (np.concatenate(out) if out else np.zeros((0, 2), np.float32)), wall_s
 
 
-class _LogitsOnly:
-    """``model(input_ids, attention_mask) → logits`` as a plain module for the exporter."""
-
-    @staticmethod
-    def wrap(model):
-        import torch
-
-        class Wrapped(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, input_ids, attention_mask):
-                return self.m(input_ids=input_ids, attention_mask=attention_mask).logits
-
-        return Wrapped(model)
-
-
 def export_onnx(model, tokenizer, out_path: str | os.PathLike, *, opset: int = 18) -> Path:
-    """Export ``model`` to ONNX with dynamic batch and sequence axes (``input_ids``,
-    ``attention_mask`` int64 → ``logits`` float32)."""
-    import torch
+    """Export ``model`` to ONNX for v9's evaluation (see :func:`training.model.export_onnx`)."""
+    from training.model import export_onnx as _export
 
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model = model.float().eval()
-    enc = tokenizer(["int main(void) { return 0; }", "void f(int a) { if (a) g(a); }"],
-                    padding=True, return_tensors="pt")
-    b, s = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    torch.onnx.export(
-        _LogitsOnly.wrap(model),
-        (enc["input_ids"], enc["attention_mask"]),
-        str(out),
-        input_names=["input_ids", "attention_mask"],
-        output_names=["logits"],
-        opset_version=opset,
-        dynamo=True,
-        dynamic_shapes={"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: s}},
-        verbose=False,
-    )
-    return out
+    _export(model, out_path, opset=opset)
+    return Path(out_path)
 
 
 def predict_onnxruntime(

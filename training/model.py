@@ -232,3 +232,106 @@ def merge_lora(model):
     if hasattr(model, "merge_and_unload"):
         return model.merge_and_unload()
     return model
+
+
+# -- ONNX ----------------------------------------------------------------------------------------
+
+ONNX_INPUTS = ["input_ids", "attention_mask"]
+ONNX_OUTPUTS = ["logits"]
+
+
+def logits_only(model):
+    """Wrap the HF classifier so the ONNX graph has exactly one output, ``logits``."""
+    import torch
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    return LogitsOnly(model).eval()
+
+
+def example_inputs(config, seq: int = 16):
+    """Two rows of token ids (the second one padded), so no axis is traced as a constant 1."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    lo = 5 if config.vocab_size > 10 else 0
+    ids = torch.randint(lo, config.vocab_size, (2, seq), generator=g, dtype=torch.long)
+    cls_id = getattr(config, "cls_token_id", None)
+    sep_id = getattr(config, "sep_token_id", None)
+    pad_id = getattr(config, "pad_token_id", 0) or 0
+    if cls_id is not None:
+        ids[:, 0] = cls_id
+    mask = torch.ones_like(ids)
+    if sep_id is not None:
+        ids[0, -1] = sep_id
+        ids[1, seq // 2] = sep_id
+    ids[1, seq // 2 + 1 :] = pad_id
+    mask[1, seq // 2 + 1 :] = 0
+    return ids, mask
+
+
+def export_onnx(model, path: str | os.PathLike, *, exporter: str = "dynamo", opset: int = 18) -> dict[str, Any]:
+    """Export a sequence classifier to ONNX: ``input_ids``/``attention_mask`` (int64, dynamic
+    batch and sequence axes) → ``logits`` (float32). ``exporter`` "dynamo" (torch's maintained
+    exporter) falls back to "torchscript" when it fails, and the record says so. Used by the
+    export stage (serving.export) and by v9's evaluation through ONNX Runtime. Returns what
+    was done (exporter, opset, fallback reason, dynamic axes, torch version)."""
+    import warnings
+
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.float().eval()
+    module = logits_only(model)
+    ids, mask = example_inputs(model.config)
+    max_seq = int(getattr(model.config, "max_position_embeddings", 8192) or 8192)
+    # One self-contained file below protobuf's 2 GB limit; weights beside it above.
+    external = sum(p.numel() * p.element_size() for p in model.parameters()) > 1_800_000_000
+    info: dict[str, Any] = {"exporter": exporter, "opset": opset, "fallback_reason": None}
+
+    def dynamo() -> None:
+        batch = torch.export.Dim("batch", min=1, max=65536)
+        seq = torch.export.Dim("sequence", min=2, max=max_seq)
+        torch.onnx.export(
+            module, (ids, mask), str(path), dynamo=True, opset_version=opset,
+            input_names=ONNX_INPUTS, output_names=ONNX_OUTPUTS,
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            external_data=external, verbose=False,
+        )
+
+    def torchscript() -> None:
+        torch.onnx.export(
+            module, (ids, mask), str(path), dynamo=False, opset_version=opset,
+            input_names=ONNX_INPUTS, output_names=ONNX_OUTPUTS,
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "logits": {0: "batch"},
+            },
+        )
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer/deprecation chatter; parity is the real check
+        if exporter == "dynamo":
+            try:
+                dynamo()
+            except Exception as e:  # any exporter failure: record it and use the other one
+                info["fallback_reason"] = f"dynamo export failed: {type(e).__name__}: {str(e)[:300]}"
+                info["exporter"] = "torchscript"
+                for p in path.parent.glob(path.name + "*"):
+                    p.unlink()
+                torchscript()
+        else:
+            torchscript()
+    info["external_data"] = external
+    info["dynamic_axes"] = {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"],
+                            "logits": ["batch"]}
+    info["torch_version"] = torch.__version__
+    return info

@@ -27,33 +27,16 @@ from tests.conftest import REPO_ROOT, free_port
 
 
 def _torch_onnx_export(model_dir: Path, out_dir: Path) -> None:
-    """Fallback export: ``input_ids``/``attention_mask`` (int64, dynamic batch/sequence) → ``logits``."""
+    """Fallback export (TorchScript exporter) when ``serving.export`` itself fails."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from training.model import export_onnx
+
     torch.set_num_threads(1)
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-
-    class Logits(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids, attention_mask):
-            return self.m(input_ids=input_ids, attention_mask=attention_mask).logits
-
-    enc = tok(["int main(void) { return 0; }", "void f(char *p) { strcpy(p, q); }"],
-              padding=True, return_tensors="pt")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dyn = {0: "batch", 1: "sequence"}
-    torch.onnx.export(
-        Logits(model), (enc["input_ids"], enc["attention_mask"]), str(out_dir / "model.onnx"),
-        input_names=["input_ids", "attention_mask"], output_names=["logits"],
-        dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "logits": {0: "batch"}},
-        opset_version=18, dynamo=False,
-    )
-    tok.save_pretrained(out_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+    export_onnx(model, out_dir / "model.onnx", exporter="torchscript")
+    AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(out_dir)
 
 
 @pytest.fixture(scope="session")

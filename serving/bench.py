@@ -35,7 +35,8 @@ from typing import Any
 
 import httpx
 
-from serving.engines.config import REPO_ROOT, EngineSettings
+from serving.engines.config import EngineSettings
+from serving.export.base import REPO_ROOT
 
 MODEL_PATH = "/v2/models/{model}/infer"
 
@@ -158,11 +159,11 @@ def bench_server(engine: str, texts: list[str], args) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    lat.sort()
+    from energy.stats import percentiles
+
     return {"setup": f"{engine} server", "engine": engine, "kind": "server", "rows": len(texts),
             "duration_s": elapsed_s, "rows_per_s": len(texts) / elapsed_s,
-            "latency_ms": {"mean": statistics.fmean(lat), "p50": lat[len(lat) // 2],
-                           "p95": lat[min(len(lat) - 1, int(len(lat) * 0.95))]},
+            "latency_ms": {"mean": statistics.fmean(lat), **percentiles(lat, (50, 95))},
             "mean_batch_rows": rows / batches if batches else None}
 
 

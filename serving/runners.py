@@ -23,11 +23,28 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from serving.engines.base import EngineUnavailable
+from serving.engines.config import PROVIDERS as ONNX_PROVIDERS
 
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-ONNX_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def check_providers(providers: list[str] | tuple[str, ...]) -> None:
+    """Refuse an execution provider this onnxruntime build lacks (:class:`EngineUnavailable`),
+    rather than let ORT silently fall back to CPU (which would make a GPU measurement a CPU one)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    for p in providers:
+        if p not in ONNX_PROVIDERS:
+            raise ValueError(f"unknown execution provider {p!r}; allowed: {ONNX_PROVIDERS}")
+        if p not in available:
+            raise EngineUnavailable(
+                f"execution provider {p} is not available in this onnxruntime build "
+                f"({ort.__version__}; available: {available}); install onnxruntime-gpu on a "
+                f"CUDA host or use --provider CPUExecutionProvider"
+            )
 
 
 @runtime_checkable
@@ -149,16 +166,7 @@ class OnnxRunner(_Tokenising):
         super().__init__(tok_dir, max_length)
 
         providers = list(providers) or ["CPUExecutionProvider"]
-        available = ort.get_available_providers()
-        for p in providers:
-            if p not in ONNX_PROVIDERS:
-                raise ValueError(f"unknown execution provider {p!r}; allowed: {ONNX_PROVIDERS}")
-            if p not in available:
-                raise EngineUnavailable(
-                    f"execution provider {p} is not available in this onnxruntime build "
-                    f"({ort.__version__}; available: {available}); install onnxruntime-gpu on a "
-                    f"CUDA host or use --provider CPUExecutionProvider"
-                )
+        check_providers(providers)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:

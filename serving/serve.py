@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import logging
 import os
 import signal
@@ -91,19 +90,18 @@ def _run(cmd: list[str]) -> None:
 
 def ensure_artifacts(engine, settings: EngineSettings) -> None:
     """Train and/or export when the engine's artifact is missing."""
-    needed = Path(engine.artifact_path(settings)) if hasattr(engine, "artifact_path") else None
-    if needed is not None and needed.exists():
+    needed = Path(engine.artifact_path(settings))
+    if needed.exists():
         return
     artifacts = ["--artifacts-dir", str(settings.root)]
     if not (settings.model_dir() / "config.json").exists():
         _run([sys.executable, "-m", "training.train", "--variant", settings.variant, *artifacts])
-    if needed is not None and needed.exists():
-        return  # e.g. the pytorch engine serves model/ directly
-    if importlib.util.find_spec("serving.export") is None:
-        raise RuntimeError(f"{needed} is missing and serving.export is not available to build it")
+    needed = Path(engine.artifact_path(settings))  # the pytorch engine may now serve model/
+    if needed.exists():
+        return
     _run([sys.executable, "-m", "serving.export", "--variant", settings.variant,
           "--format", settings.format, *artifacts])
-    if needed is not None and not needed.exists():
+    if not needed.exists():
         raise RuntimeError(f"export finished but {needed} is still missing")
 
 

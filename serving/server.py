@@ -150,7 +150,11 @@ class Batcher:
         self.task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
 
     async def stop(self) -> None:
-        """Stop after the current batch; anything still queued is answered 503."""
+        """Stop now: requests still queued, or in a batch that is running, are answered 503.
+
+        The lifespan calls this only after uvicorn has answered the in-flight requests, so in
+        a graceful shutdown nothing is left to refuse.
+        """
         self.stopping = True
         if self.task is not None:
             self.task.cancel()
@@ -162,7 +166,8 @@ class Batcher:
         for p in leftovers:
             if not p.future.done():
                 p.future.set_exception(Overloaded("server is shutting down"))
-        self.executor.shutdown(wait=True)
+        # Waits for a runner call still in progress, off the event loop.
+        await asyncio.to_thread(self.executor.shutdown, True)
 
     async def submit(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Queue ``texts`` (one request) and wait for its rows' ``(logits, labels)``."""
@@ -279,6 +284,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise protocol.ProtocolError(
                 f"decompressed body exceeds max_body_bytes={limit}", status=413
             )
+        if not d.eof:  # a cut-off stream decompresses to a prefix without any zlib error
+            raise protocol.ProtocolError(f"Content-Encoding {encoding}: truncated body")
     elif encoding != "identity":
         raise protocol.ProtocolError(
             f"Content-Encoding {encoding!r} is not supported; use identity, gzip or deflate",

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# One definition of the formats and of the artifacts root, shared with the exporter.
+from serving.export.base import FORMATS, resolve_root
+
 DEFAULT_MODEL_NAME = "bigvul-modernbert"
 PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float16", "bfloat16")
-FORMATS = ("pytorch", "onnx", "onnx-int8", "tensorrt")
 
 
 @dataclass
@@ -119,8 +120,7 @@ class EngineSettings:
     @property
     def root(self) -> Path:
         """``artifacts_dir`` resolved against the repository root when relative."""
-        p = Path(self.artifacts_dir)
-        return p if p.is_absolute() else REPO_ROOT / p
+        return resolve_root(self.artifacts_dir)
 
     def model_dir(self) -> Path:
         """``<artifacts>/<variant>/model/``: the trained, merged HF directory."""

@@ -26,15 +26,11 @@ class Engine(RunnerEngine):
     def check(self, settings: EngineSettings) -> None:
         super().check(settings)
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401
         except ImportError:
             raise EngineUnavailable(
                 "engine onnxruntime needs the onnxruntime package (pip install onnxruntime)"
             ) from None
-        available = ort.get_available_providers()
-        if settings.provider not in available:
-            raise EngineUnavailable(
-                f"execution provider {settings.provider} is not available in this onnxruntime "
-                f"build ({ort.__version__}; available: {available}); install onnxruntime-gpu on a "
-                f"CUDA host or use --provider CPUExecutionProvider"
-            )
+        from serving.runners import check_providers
+
+        check_providers([settings.provider])

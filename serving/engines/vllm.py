@@ -73,8 +73,8 @@ def parse_classify_response(body: dict[str, Any], n_expected: int | None = None)
     Raises ``ValueError`` naming what is wrong with a malformed body.
     """
     data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, list) or not data:
-        raise ValueError(f"classify response has no 'data' list: {str(body)[:200]}")
+    if not isinstance(data, list) or not data or not all(isinstance(d, dict) for d in data):
+        raise ValueError(f"classify response has no 'data' list of objects: {str(body)[:200]}")
     rows = sorted(data, key=lambda d: int(d.get("index", 0)))
     probs = np.asarray([r.get("probs") for r in rows], dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != 2:

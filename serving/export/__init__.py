@@ -3,8 +3,8 @@
     from serving.export import run_export
     result = run_export("v0", "onnx")          # → artifacts/v0/onnx/{model.onnx, tokenizer…, export.json}
 
-Every export is measured as energy window ``"export"`` (the energy of the optimisation step
-itself), timed, parity-checked against the PyTorch logits on test-split inputs
+Every export is measured as energy window ``"export:<format>"`` (the energy of the optimisation
+step itself), timed, parity-checked against the PyTorch logits on test-split inputs
 (:mod:`serving.export.parity`) and recorded in ``<format>/export.json`` (atomic write).
 Format modules are imported only when used, so a CPU box never imports TensorRT.
 """

@@ -94,7 +94,7 @@ class ExportResult:
     size_bytes: int | None = None
     size_mb: float | None = None
     export_time_s: float | None = None  # the conversion only (not parity, not the reference)
-    energy: dict[str, Any] | None = None  # EnergyRecord.to_dict() of window "export"
+    energy: dict[str, Any] | None = None  # EnergyRecord.to_dict() of window "export:<format>"
     energy_source: str | None = None
     energy_kind: str | None = None
     parity: dict[str, Any] | None = None

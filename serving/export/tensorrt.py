@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from serving.export.base import ExportContext, ExportUnavailable, copy_tokenizer, fresh_dir
+from training.model import ONNX_INPUTS
 
-INPUT_NAMES = ("input_ids", "attention_mask")
+INPUT_NAMES = tuple(ONNX_INPUTS)  # the ONNX export's inputs, each profiled [batch, sequence]
 OPTIONS: dict[str, Any] = {
     "max_batch": 32,
     "opt_batch": 8,
@@ -231,7 +232,7 @@ class TensorRTRunner:
         self._torch = torch
 
     def predict(self, texts: list[str]):
-        import numpy as np
+        from serving.runners import _labels
 
         torch = self._torch
         feed = self._tok.tokenize(texts)
@@ -246,7 +247,7 @@ class TensorRTRunner:
             raise RuntimeError("TensorRT execution failed")
         stream.synchronize()
         logits = out.float().cpu().numpy()
-        return logits, np.argmax(logits, axis=-1).astype(np.int64)
+        return logits, _labels(logits)
 
 
 def predictor(ctx: ExportContext):

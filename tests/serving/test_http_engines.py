@@ -68,3 +68,21 @@ def test_missing_provider_is_engine_unavailable(tmp_path):
     engine = get_engine("onnxruntime")
     with pytest.raises(EngineUnavailable, match="CUDAExecutionProvider is not available"):
         engine.check(EngineSettings(provider="CUDAExecutionProvider", artifacts_dir=str(tmp_path)))
+
+
+def test_ensure_artifacts_rechecks_the_path_after_training(monkeypatch, tmp_path):
+    """The pytorch engine serves model/ once training wrote it: no export is run then."""
+    from serving import serve
+
+    settings = EngineSettings(engine="pytorch", format="pytorch", artifacts_dir=str(tmp_path))
+    ran: list[str] = []
+
+    def fake_run(cmd):
+        ran.append(cmd[2])
+        if cmd[2] == "training.train":
+            settings.model_dir().mkdir(parents=True)
+            (settings.model_dir() / "config.json").write_text("{}")
+
+    monkeypatch.setattr(serve, "_run", fake_run)
+    serve.ensure_artifacts(get_engine("pytorch"), settings)
+    assert ran == ["training.train"]

@@ -162,6 +162,17 @@ def test_gzip_request_body(servers, texts):
     assert protocol.parse_infer_response(r.content)["LABEL"].shape == (2,)
 
 
+def test_truncated_gzip_body_is_a_400(servers, texts):
+    import gzip
+
+    body, headers = protocol.make_request(texts[:2])
+    cut = gzip.compress(body)[:-12]  # drop the tail: zlib raises nothing on a cut stream
+    r = httpx.post(servers["onnxruntime"] + INFER, content=cut,
+                   headers={**headers, "Content-Encoding": "gzip"}, timeout=30)
+    assert r.status_code == 400, r.text
+    assert "truncated body" in r.json()["error"]
+
+
 BAD_REQUESTS = [
     ("malformed JSON", b"{\"inputs\": [", {}, 400, "malformed JSON"),
     ("wrong tensor name", b'{"inputs":[{"name":"CODE","shape":[1,1],"datatype":"BYTES","data":["x"]}]}',

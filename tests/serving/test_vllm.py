@@ -58,6 +58,8 @@ def test_malformed_responses_name_the_problem():
         parse_classify_response({"data": [{"index": 0, "label": "safe", "probs": [0.1, 0.9]}]})
     with pytest.raises(ValueError, match="1 rows for 2 inputs"):
         parse_classify_response({"data": [{"index": 0, "probs": [0.1, 0.9]}]}, n_expected=2)
+    with pytest.raises(ValueError, match="no 'data' list"):  # rows that are not objects
+        parse_classify_response({"data": [[0.1, 0.9]]})
     with pytest.raises(ValueError, match="at least one text"):
         classify_request([])
 

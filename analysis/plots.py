@@ -57,7 +57,9 @@ def energy_scale_kwh(max_kwh: float) -> tuple[float, str]:
 def footnote(fig: Figure, label: str, extra: str = "", prefix: str = "Energy: ") -> None:
     """Add the measured/estimated + meter label under the axes."""
     text = f"{prefix}{label}" + (f" — {extra}" if extra else "")
-    fig.text(0.01, 0.005, text, fontsize=8, color="#444", ha="left", va="bottom", style="italic")
+    # Just below the figure's bottom edge: tight_layout ignores fig.text, so a note inside the
+    # figure could overlap the tick labels; savefig(bbox_inches="tight") still includes it.
+    fig.text(0.01, -0.005, text, fontsize=8, color="#444", ha="left", va="top", style="italic")
 
 
 def to_png(fig: Figure) -> bytes:
@@ -105,6 +107,7 @@ def fig_training_stages(train: dict[str, dict[str, Any]], stages: Sequence[str])
             ax.errorbar(i, tot, yerr=[[tot - ci[0] * k], [ci[1] * k - tot]], color="black", capsize=4, lw=1)
         ax.annotate(f"n={n}", (i, bottom[i]), textcoords="offset points", xytext=(0, 6 if not ci else 14),
                     ha="center", fontsize=8, color="#333")
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.08)  # headroom for the n= labels under the title
     ax.set_ylabel(f"energy per training run [{unit}]")
     ax.set_xlabel("variant")
     ax.set_title("Training pipeline energy per stage")
@@ -120,7 +123,8 @@ def fig_training_stages(train: dict[str, dict[str, Any]], stages: Sequence[str])
 # --------------------------------------------------------------------------- trade-offs
 
 
-def _pareto_axis(ax, pts: Sequence[Point], xlabel: str, title: str, scale: float = 1.0) -> None:
+def _pareto_axis(ax, pts: Sequence[Point], xlabel: str, title: str, scale: float = 1.0,
+                 ylabel: str = "F1 (test split)") -> None:
     front = pareto_front(pts)
     front_ids = {p.id for p in front}
     seen_f1: dict[float, int] = {}
@@ -142,9 +146,10 @@ def _pareto_axis(ax, pts: Sequence[Point], xlabel: str, title: str, scale: float
             xs.append(p.energy * scale)
             ys.append(p.f1)
         ax.plot(xs, ys, color="#1b6ca8", lw=1.5, ls="--", zorder=2, label="Pareto front")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")  # "lower right" hid the high-energy, low-F1 points
+    ax.margins(x=0.12, y=0.08)  # room for the point labels at the edges
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("F1 (test split)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
 
 
@@ -159,7 +164,8 @@ def fig_energy_f1(train_pts: Sequence[Point], serve_pts: Sequence[Point], train_
             _pareto_axis(ax, pts, f"{train_metric.split('.')[-1]} energy per run [{unit}]",
                          "Training: energy vs F1", scale=k)
         else:
-            _pareto_axis(ax, pts, "serving energy per 1k requests [Wh]", "Serving: energy vs F1")
+            _pareto_axis(ax, pts, "serving energy per 1k requests [Wh]", "Serving: energy vs F1",
+                         ylabel="F1 (served, else test split)")
     labels = []
     if train_pts:
         labels.append(f"training {train_label}")
@@ -185,6 +191,10 @@ def fig_serving_energy(serve: dict[str, dict[str, Any]], metric: str = "energy_p
     stacks = sorted({_stack_label(e, show_load) for e in entries})
     variants = sorted({e["variant"] for e in entries}, key=variant_sort_key)
     width = 0.8 / max(1, len(stacks))
+    # which stacks have a bar at each variant, so a variant's bars are centred on its tick
+    present = {v: [st for st in stacks if any(x["variant"] == v and _stack_label(x, show_load) == st
+                                              and _mean(x, metric) is not None for x in entries)]
+               for v in variants}
     fig, ax = plt.subplots(figsize=(max(6.5, 1.2 + 1.1 * len(variants) * max(1, len(stacks)) * 0.6), 4.4))
     for j, st in enumerate(stacks):
         xs, ys, lo, hi = [], [], [], []
@@ -194,10 +204,12 @@ def fig_serving_energy(serve: dict[str, dict[str, Any]], metric: str = "energy_p
             if m is None:
                 continue
             ci = _ci(e, metric)
-            xs.append(i - 0.4 + width * (j + 0.5))
+            here = present[v]
+            xs.append(i + width * (here.index(st) - (len(here) - 1) / 2))
             ys.append(m)
-            lo.append(m - ci[0] if ci else 0.0)
-            hi.append(ci[1] - m if ci else 0.0)
+            # NaN, not 0: n = 1 has no interval, and a zero-width bar would look like one
+            lo.append(m - ci[0] if ci else math.nan)
+            hi.append(ci[1] - m if ci else math.nan)
             if not ci:
                 ax.annotate("n=1", (xs[-1], m), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
         ax.bar(xs, ys, width=width * 0.95, color=PALETTE[j % len(PALETTE)], label=st,
@@ -208,7 +220,7 @@ def fig_serving_energy(serve: dict[str, dict[str, Any]], metric: str = "energy_p
     which = metric.split(".")[-1]
     ax.set_ylabel(f"energy per 1k requests, {which} [Wh]")
     ax.set_title("Serving energy per 1,000 requests (steady window)")
-    ax.legend(title="engine (format)", fontsize=8)
+    ax.legend(title="engine (format)", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     footnote(fig, _labels(entries), "error bars: 95 % CI over load repeats (t)")
     fig.tight_layout()
     return fig
@@ -219,7 +231,8 @@ def fig_latency(serve: dict[str, dict[str, Any]]) -> Figure:
     entries = sorted(serve.values(), key=lambda e: (variant_sort_key(e["variant"]), e["engine"], e["format"]))
     show_load = len({e["load"] for e in entries}) > 1
     qs = ("p50", "p90", "p95", "p99")
-    labels = [f"{e['variant']}\n{_stack_label(e, show_load)}" for e in entries]
+    # variant / engine / (format) on separate lines: "onnxruntime (onnx-int8)" is wider than a group
+    labels = ["\n".join([e["variant"], *_stack_label(e, show_load).split(" ")]) for e in entries]
     width = 0.8 / len(qs)
     fig, ax = plt.subplots(figsize=(max(6.5, 1.0 + 1.15 * len(entries)), 4.4))
     for j, q in enumerate(qs):
@@ -228,14 +241,14 @@ def fig_latency(serve: dict[str, dict[str, Any]]) -> Figure:
         err = []
         for e, y in zip(entries, ys, strict=True):
             ci = _ci(e, f"latency_ms.{q}")
-            err.append((y - ci[0], ci[1] - y) if ci else (0.0, 0.0))
+            err.append((y - ci[0], ci[1] - y) if ci else (math.nan, math.nan))  # n = 1: no bar
         ax.bar(xs, ys, width=width * 0.95, label=q, color=PALETTE[j],
                yerr=[[a for a, _ in err], [b for _, b in err]], capsize=2, error_kw={"lw": 0.8})
     ax.set_xticks(range(len(entries)))
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel("request latency [ms]")
     ax.set_title("Latency percentiles per serving setting (client-side, steady window)")
-    ax.legend(title="percentile", fontsize=8)
+    ax.legend(title="percentile", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     footnote(fig, "measured by the load client (wall clock); no energy on this figure",
              "error bars: 95 % CI over load repeats", prefix="Latency: ")
     fig.tight_layout()

@@ -258,11 +258,21 @@ def sec_training_energy(b: Builder, agg: Aggregate, an: dict[str, Any], opts: Re
     b.p("Cells show mean [95 % CI]; a bare number is a single run (n = 1), which has no interval.")
 
 
+def serving_plot_points(cands: Sequence[dict[str, Any]]) -> list[tradeoffs.Point]:
+    """Short, unique plot labels for the serving candidates that have energy and F1.
+
+    Unique per setting because the plot highlights Pareto members by id: "v0·onnxruntime" for
+    both onnx and onnx-int8 would highlight a dominated point as well."""
+    show_load = len({c["load"] for c in cands}) > 1
+    return [tradeoffs.Point(f"{c['variant']}·{c['engine']}·{c['format']}" + (f"·{c['load']}" if show_load else ""),
+                            c["energy_per_1k_wh"], c["f1"]) for c in cands
+            if c["energy_per_1k_wh"] is not None and c["f1"] is not None]
+
+
 def sec_energy_f1(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOptions) -> None:
     tpts = tradeoffs.training_points(agg.train, opts.train_energy_metric)
     cands = tradeoffs.serving_candidates(agg.serve, agg.train, opts.serve_energy_metric)
-    spts = [tradeoffs.Point(f"{c['variant']}·{c['engine']}", c["energy_per_1k_wh"], c["f1"]) for c in cands
-            if c["energy_per_1k_wh"] is not None and c["f1"] is not None]
+    spts = serving_plot_points(cands)
     if not tpts and not spts:
         b.note("No result has both an energy figure and an F1 score, so there is no trade-off to plot.", "warn")
         return
@@ -302,7 +312,7 @@ def sec_latency(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOpti
         return
     b.figure(plots.fig_latency(agg.serve), "Client-side latency percentiles per serving setting (95 % CI)")
     rows = []
-    for key in sorted(agg.serve):
+    for key in sorted(agg.serve, key=lambda k: (plots.variant_sort_key(agg.serve[k]["variant"]), k)):
         e = agg.serve[key]
         rows.append([e["engine"], e["variant"], e["format"], e["load"],
                      *[metric_ci(e, f"latency_ms.{q}") for q in ("p50", "p90", "p95", "p99")]])
@@ -338,7 +348,18 @@ def sec_power_timeline(b: Builder, agg: Aggregate, an: dict[str, Any], opts: Rep
         "per-request energy); steady = the measured inference window.")
 
 
-def _stacking_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+def _stacking_label(agg: Aggregate, r: dict[str, Any]) -> str:
+    """The energy label (measured/estimated · meter) of every result a stacking row compares."""
+    names = {r["baseline"], *r["components"], r["combination"]}
+    if r.get("scope") == "training":
+        entries = [agg.train[v] for v in names if v in agg.train]
+    else:
+        entries = [e for e in agg.serve.values() if e["variant"] in names
+                   and r.get("scope") == f"{e['engine']} / {e['format'] or '-'} / {e['load']}"]
+    return "; ".join(sorted({e["label"] for e in entries})) or "—"
+
+
+def _stacking_rows(rows: list[dict[str, Any]], agg: Aggregate) -> list[list[Any]]:
     out = []
     for r in rows:
         comps = ", ".join(f"{c} {fmt_pct(s['value']) if s else '—'}" for c, s in r["component_savings"].items()) \
@@ -347,7 +368,7 @@ def _stacking_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
                     fmt_ci(r["predicted"], r["predicted_ci95"], pct=True) if r["predicted"] is not None else "—",
                     fmt_ci(r["measured"], r["measured_ci95"], pct=True) if r["measured"] is not None else "—",
                     fmt_ci(r["interaction_ratio"], r["interaction_ci95"]) if r["interaction_ratio"] else "—",
-                    r["verdict"], r["reason"]])
+                    r["verdict"], r["reason"], _stacking_label(agg, r)])
     return out
 
 
@@ -363,7 +384,7 @@ def sec_stacking(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOpt
                "warn")
         return
     b.table(["scope", "combination", "single savings", "predicted S [95 % CI]", "measured [95 % CI]",
-             "ρ [95 % CI]", "verdict", "why"], _stacking_rows(rows))
+             "ρ [95 % CI]", "verdict", "why", "energy (kind · meter)"], _stacking_rows(rows, agg))
     b.p(f"Training scope uses {opts.train_energy_metric}; serving scopes use {opts.serve_energy_metric}.")
 
 
@@ -417,21 +438,24 @@ def sec_findings(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOpt
         else:
             b.note("No serving setting meets both bounds; see the reasons below.", "warn")
         hl = {i for i, r in enumerate(slo["candidates"]) if r["id"] == slo["chosen"]}
-        b.table(["engine", "variant", "format", "load", "Wh/1k", "p99 [ms]", "F1", "F1 source", "meets", "reason"],
+        b.table(["engine", "variant", "format", "load", "Wh/1k", "p99 [ms]", "F1", "F1 source", "meets", "reason",
+                 "energy (kind · meter)"],
                 [[r["engine"], r["variant"], r["format"], r["load"], fmt(r["energy_per_1k_wh"]), fmt(r["p99_ms"]),
-                  fmt(r["f1"]), r["f1_source"] or "—", "yes" if r["meets"] else "no", r["reason"]]
+                  fmt(r["f1"]), r["f1_source"] or "—", "yes" if r["meets"] else "no", r["reason"],
+                  agg.serve.get(r["id"], {}).get("label", "—")]
                  for r in slo["candidates"]], highlight=hl)
     b.raw("<h3>Key findings</h3>", "### Key findings")
     rows = []
-    for scope, f, unit in (("training", an["findings_training"], opts.train_energy_metric),
-                           ("serving", an["findings_serving"], "Wh per 1k requests")):
+    for scope, f, unit, src in (("training", an["findings_training"], opts.train_energy_metric, agg.train),
+                                ("serving", an["findings_serving"], "Wh per 1k requests", agg.serve)):
         for label, k in (("best F1", "best_f1"), ("lowest energy", "lowest_energy"),
                          ("best trade-off", "best_tradeoff")):
             p = f.get(k)
             if p:
-                rows.append([scope, label, p["id"].replace("__", " · "), fmt(p["energy"]), unit, fmt(p["f1"])])
+                rows.append([scope, label, p["id"].replace("__", " · "), fmt(p["energy"]), unit, fmt(p["f1"]),
+                             src.get(p["id"], {}).get("label", "—")])
     if rows:
-        b.table(["scope", "finding", "which", "energy", "energy metric", "F1"], rows)
+        b.table(["scope", "finding", "which", "energy", "energy metric", "F1", "energy (kind · meter)"], rows)
         b.p("Best trade-off: the Pareto point nearest the ideal corner (lowest energy, highest F1) after "
             "scaling both axes to [0, 1].")
     else:
@@ -517,7 +541,7 @@ def sec_methods(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOpti
     for e in agg.serve.values():
         s = e["metrics"].get("energy.inference.idle_w")
         if s and s.get("mean") is not None:
-            idle.append(f"{e['engine']}·{e['variant']}: {fmt(s['mean'])} W")
+            idle.append(f"{e['engine']}·{e['variant']}·{e['format']}: {fmt(s['mean'])} W ({e['label']})")
     b.p("Net energy = gross − idle power × window duration, with idle power measured on the running, "
         "unloaded server just before the load. " + ("Idle baselines: " + ", ".join(idle) + "." if idle
                                                       else "No idle baseline was recorded."))
@@ -556,7 +580,7 @@ border-bottom:2px solid #eef1f4;padding-bottom:6px}h3{font-size:16px;margin:16px
 figure{margin:10px 0;text-align:center}figure img{max-width:100%;height:auto;border:1px solid #eef1f4;border-radius:6px}
 figcaption{font-size:13px;color:var(--muted);margin-top:4px}.tw{overflow-x:auto}
 table{border-collapse:collapse;width:100%;font-size:13px;margin:8px 0}th,td{padding:5px 8px;border-bottom:1px solid #eceff2;
-text-align:left;vertical-align:top}th{background:#f1f4f7;font-weight:600;white-space:nowrap}tr.hl td{background:#e8f6ee;font-weight:600}
+text-align:left;vertical-align:top}th{background:#f1f4f7;font-weight:600}tr.hl td{background:#e8f6ee;font-weight:600}
 tbody tr:hover td{background:#f8fafc}.note{padding:8px 12px;border-radius:6px;border-left:4px solid var(--acc);background:#eef5fb}
 .note.warn{border-color:var(--warn);background:#fdf5e6}.note.ok{border-color:var(--ok);background:#e8f6ee}
 .note.err{border-color:var(--err);background:#fbeaea}.cards{display:flex;flex-wrap:wrap;gap:12px;margin:6px 0 12px}

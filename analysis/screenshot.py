@@ -62,6 +62,7 @@ def screenshot(html: str | Path, out: str | Path, width: int = 1280, height: int
                                               "--virtual-time-budget=3000", html.as_uri()]
         p = _run(args, timeout_s)
     if not tmp_png.exists() or tmp_png.stat().st_size == 0:
+        tmp_png.unlink(missing_ok=True)
         raise RuntimeError(f"chromium wrote no screenshot (rc={p.returncode}): {p.stderr.strip()[-800:]}")
     tmp_png.replace(out)
     return out
@@ -133,9 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         print("no chromium on PATH: install it (Debian: apt-get install chromium) to check the report",
               file=sys.stderr)
         return 2
-    png = screenshot(a.html, out, a.width, a.height, a.timeout_s)
-    problems = check_png(png)
-    missing = [s for s in SECTION_IDS if s not in section_ids_in(dump_dom(a.html, a.timeout_s))]
+    try:
+        png = screenshot(a.html, out, a.width, a.height, a.timeout_s)
+        problems = check_png(png)
+        dom = dump_dom(a.html, a.timeout_s)
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:  # one line, not a traceback
+        print(f"FAIL: {e}", file=sys.stderr)
+        return 1
+    missing = [s for s in SECTION_IDS if s not in section_ids_in(dom)]
     if missing:
         problems.append("sections missing from the rendered DOM: " + ", ".join(missing))
     s = png_stats(png)

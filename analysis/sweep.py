@@ -461,8 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     for label, k in (("best F1", "best_f1"), ("lowest energy", "lowest_energy"), ("best trade-off", "best_tradeoff")):
         p = best.get(k)
         if p:
-            print(f"  {label:<15} {p['id']}  ({(p.get('run') or {}).get('variant')})  "
-                  f"F1 {p['f1']:.3f}  {best['energy_metric']} {p['energy']:.3g}")
+            run = p.get("run") or {}
+            print(f"  {label:<15} {p['id']}  ({run.get('variant')})  F1 {p['f1']:.3f}  "
+                  f"{best['energy_metric']} {p['energy']:.3g} "
+                  f"({run.get('energy_kind') or 'unknown kind'} · {run.get('energy_source') or 'unknown meter'})")
     print(f"  Pareto set: {', '.join(best.get('pareto') or []) or 'none (no successful run)'}")
     print(f"  details: {out / 'best.json'}")
     return 0

@@ -121,9 +121,11 @@ docker-load: ## load-test ENGINE in containers: server up + healthy, then the lo
 	$(DOCKER_PATHS_CHECK)
 	$(DOCKER_BUILD_MISSING)
 	@running="$$($(COMPOSE) --profile serve-$(DOCKER_ENGINE) ps -q $(DOCKER_ENGINE) 2>/dev/null)"; \
-	$(DOCKER_PREPARE_$(DOCKER_ENGINE)) $(COMPOSE) --profile serve-$(DOCKER_ENGINE) up -d --wait --no-deps $(DOCKER_ENGINE) || exit 1; \
+	stop_server() { if [ -z "$$running" ]; then $(COMPOSE) --profile serve-$(DOCKER_ENGINE) stop $(DOCKER_ENGINE); fi; }; \
+	$(DOCKER_PREPARE_$(DOCKER_ENGINE)) $(COMPOSE) --profile serve-$(DOCKER_ENGINE) up -d --wait --no-deps $(DOCKER_ENGINE) \
+	  || { stop_server; exit 1; }; \
 	$(COMPOSE) run --rm load $(DOCKER_LOAD_CMD); rc=$$?; \
-	if [ -z "$$running" ]; then $(COMPOSE) --profile serve-$(DOCKER_ENGINE) stop $(DOCKER_ENGINE); fi; \
+	stop_server; \
 	exit $$rc
 
 docker-down: ## stop and remove every container of the study (images and results stay)

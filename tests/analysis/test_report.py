@@ -7,7 +7,14 @@ import shutil
 
 import pytest
 
-from analysis.report import SECTION_IDS, ReportOptions, build_report, fmt, fmt_ci
+from analysis.report import (
+    SECTION_IDS,
+    ReportOptions,
+    build_report,
+    fmt,
+    fmt_ci,
+    serving_plot_points,
+)
 from analysis.synthetic import write_tree
 
 
@@ -51,6 +58,9 @@ def test_stacking_and_findings_content(built):
     assert "v2+v7+v8" in stack and "compounding" in stack and "additive" in stack
     findings = _section(html, "findings")
     assert "Choice:" in findings and "lowest energy" in findings
+    # every energy figure in these tables says measured/estimated and by which meter
+    assert "energy (kind · meter)" in stack and "estimated · replay" in stack
+    assert findings.count("estimated · replay") >= 2
     failed = _section(html, "failed")
     assert "v13" in failed and "synthetic failure" in failed and "incomplete" in failed
 
@@ -137,3 +147,12 @@ def test_clis_run_on_a_tree(tmp_path, built, capsys):
     assert "report:" in out and (tmp_path / "rep" / "index.html").exists()
     with pytest.raises(SystemExit):
         report_mod.main(["--train-energy-metric", "energy_kwh.bogus"])
+
+
+def test_serving_plot_points_are_unique_per_setting():
+    # same engine and variant in two formats: the dominated int8 point must not share the front's id
+    cands = [{"engine": "onnxruntime", "variant": "v0", "format": f, "load": "closed-u4",
+              "energy_per_1k_wh": e, "f1": f1} for f, e, f1 in (("onnx", 0.006, 0.63), ("onnx-int8", 0.005, 0.61))]
+    cands.append({**cands[0], "format": "onnx", "load": "closed-u8"})
+    ids = [p.id for p in serving_plot_points(cands)]
+    assert len(set(ids)) == 3 and "v0·onnxruntime·onnx-int8·closed-u4" in ids

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -85,3 +87,25 @@ def test_serving_stacking_scopes_by_engine():
     out = stacking.serving_stacking(pd.DataFrame(rows))
     assert [r["scope"] for r in out] == ["onnxruntime / onnx / closed-u8", "pytorch / onnx / closed-u8"]
     assert all(r["verdict"] == "additive" for r in out)
+
+
+def test_ci_math_against_hand_calculation():
+    # Every side n = 3 with cv = 0.1, so Var(ln mean) = 0.01/3 per term and Welch–Satterthwaite
+    # gives whole degrees of freedom (t quantiles from a table: t(.975, 4) = 2.776445,
+    # t(.975, 8) = 2.306004).
+    obs = {"v0": [90.0, 100.0, 110.0], "v1": [72.0, 80.0, 88.0], "v2": [63.0, 70.0, 77.0],
+           "v1+v2": [50.4, 56.0, 61.6]}
+    r = stacking.stack_one(obs, "v1+v2")
+    # ρ = 56·100/(80·70) = 1; four terms of equal variance → var 0.04/3, df 8
+    h = 2.306004 * (0.04 / 3) ** 0.5
+    assert r["interaction_ratio"] == pytest.approx(1.0)
+    assert r["interaction_ci95"] == pytest.approx([math.exp(-h), math.exp(h)], rel=1e-5)
+    assert r["verdict"] == "inconclusive (CIs overlap)"
+    # predicted remaining 0.8·0.7 = 0.56; ln terms v1 + v2 − 2 ln v0 → var 6·0.01/3, df 36/9 = 4
+    h = 2.776445 * (0.06 / 3) ** 0.5
+    assert r["predicted"] == pytest.approx(0.44)
+    assert r["predicted_ci95"] == pytest.approx([1 - 0.56 * math.exp(h), 1 - 0.56 * math.exp(-h)], rel=1e-5)
+    # a single saving: two terms → var 0.02/3, df 4
+    h = 2.776445 * (0.02 / 3) ** 0.5
+    assert r["component_savings"]["v1"]["ci95"] == pytest.approx([1 - 0.8 * math.exp(h), 1 - 0.8 * math.exp(-h)],
+                                                                 rel=1e-5)

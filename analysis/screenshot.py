@@ -45,7 +45,7 @@ def _run(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
 
 
-def screenshot(html: str | Path, out: str | Path, width: int = 1280, height: int = 4000,
+def screenshot(html: str | Path, out: str | Path, width: int = 1280, height: int = 9000,
                timeout_s: float = 120.0, binary: str | None = None) -> Path:
     """Screenshot ``html`` (a local file) into ``out`` (PNG). Raises RuntimeError on failure."""
     binary = binary or find_chromium()
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("html", nargs="?", default="results/report/index.html", help="report to render")
     ap.add_argument("--out", default=None, help="PNG path (default: screenshot.png beside the report)")
     ap.add_argument("--width", type=int, default=1280, help="window width [px]")
-    ap.add_argument("--height", type=int, default=4000, help="window height [px]")
+    ap.add_argument("--height", type=int, default=9000, help="window height [px] (tall enough for the whole report)")
     ap.add_argument("--timeout-s", type=float, default=120.0, help="per Chromium call")
     a = ap.parse_args(argv)
     out = Path(a.out) if a.out else Path(a.html).with_name("screenshot.png")

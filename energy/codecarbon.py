@@ -19,7 +19,7 @@ import tempfile
 import time
 from typing import Any
 
-from energy.base import Reading
+from energy.base import J_PER_KWH, Reading
 from energy.config import MeterConfig
 
 # CodeCarbon CPU modes that read hardware counters rather than a TDP model.
@@ -67,16 +67,20 @@ class CodecarbonMeter:
             project_name="green-pipeline-study",
         )
         self._tracker.start()
-        self._version = getattr(codecarbon, "__version__", None)
-        self._components = self._component_modes()
-        self.kind = (
-            "measured"
-            if self._components and all(m["measured"] for m in self._components.values())
-            else "estimated"
-        )
-        # Fail at start, not mid-run, if the internals we rely on moved.
-        self._tracker._measure_power_and_energy()
-        _ = self._tracker._total_energy.kWh
+        try:
+            self._version = getattr(codecarbon, "__version__", None)
+            self._components = self._component_modes()
+            self.kind = (
+                "measured"
+                if self._components and all(m["measured"] for m in self._components.values())
+                else "estimated"
+            )
+            # Fail at start, not mid-run, if the internals we rely on moved.
+            self._tracker._measure_power_and_energy()
+            _ = self._tracker._total_energy.kWh
+        except BaseException:
+            self.close()  # the caller never gets this object, so stop the tracker here
+            raise
 
     def _component_modes(self) -> dict[str, dict[str, Any]]:
         comps: dict[str, dict[str, Any]] = {}
@@ -110,7 +114,7 @@ class CodecarbonMeter:
             if pw is not None:
                 p_kw += pw.kW
         return [
-            Reading(t, "codecarbon", p_kw * 1000.0, tr._total_energy.kWh * 3.6e6, self.source, self.kind)
+            Reading(t, "codecarbon", p_kw * 1000.0, tr._total_energy.kWh * J_PER_KWH, self.source, self.kind)
         ]
 
     def devices(self) -> list[str]:

@@ -28,6 +28,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -71,6 +72,8 @@ class MarkStore:
         if len(name) > MAX_MARK_NAME or "\n" in name or "\r" in name:
             raise ValueError(f"mark 'name' must be one line of at most {MAX_MARK_NAME} characters")
         t = time.time() if t_unix_s is None else float(t_unix_s)
+        if not math.isfinite(t):
+            raise ValueError(f"mark 't_unix_s' must be a finite number of Unix seconds, got {t_unix_s!r}")
         with self._lock:
             self._w.writerow([f"{t:.6f}", name])
             self._fh.flush()
@@ -214,21 +217,27 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
 
     out = Path(args.out)
-    writer = TraceWriter(out, fsync=args.fsync)
-    store = MarkStore(marks_path(out))
     status: dict[str, Any] = {"rows": 0, "out": str(out), "meter": spec}
+    writer: TraceWriter | None = None
+    store: MarkStore | None = None
     server: ThreadingHTTPServer | None = None
     tail = MarkFileTail(Path(args.mark_file)) if args.mark_file else None
     errors: dict[int, int] = {}
     try:
-        if args.mark_port is not None:
-            server = ThreadingHTTPServer((args.mark_host, args.mark_port), _handler(store, status))
-            server.daemon_threads = True
-            port = server.server_address[1]
-            threading.Thread(target=server.serve_forever, name="mark-http", daemon=True).start()
-            if args.port_file:
-                write_text_atomic(args.port_file, f"{port}\n")
-            print(f"energy.sidecar: marks at http://{args.mark_host}:{port}/mark", flush=True)
+        try:  # an unwritable --out or a mark port in use: one line, exit 2, meters released
+            writer = TraceWriter(out, fsync=args.fsync)
+            store = MarkStore(marks_path(out))
+            if args.mark_port is not None:
+                server = ThreadingHTTPServer((args.mark_host, args.mark_port), _handler(store, status))
+                server.daemon_threads = True
+                port = server.server_address[1]
+                threading.Thread(target=server.serve_forever, name="mark-http", daemon=True).start()
+                if args.port_file:
+                    write_text_atomic(args.port_file, f"{port}\n")
+                print(f"energy.sidecar: marks at http://{args.mark_host}:{port}/mark", flush=True)
+        except OSError as e:
+            print(f"energy.sidecar: {e}", file=sys.stderr)
+            return 2
         print(f"energy.sidecar: writing {out} every {args.interval_s} s from "
               + ", ".join(f"{getattr(m, 'name', '?')} ({m.source}, {m.kind})" for m in meters), flush=True)
         t_end = None if args.duration_s is None else time.monotonic() + args.duration_s
@@ -258,8 +267,10 @@ def main(argv: list[str] | None = None) -> int:
                 m.close()
             except Exception as e:
                 log.warning("closing %s failed: %s", getattr(m, "name", m), e)
-        writer.close()
-        store.close()
+        if writer is not None:
+            writer.close()
+        if store is not None:
+            store.close()
     print(f"energy.sidecar: stopped; {status['rows']} rows, {len(store.marks)} marks", flush=True)
     return 0
 

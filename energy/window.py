@@ -143,7 +143,12 @@ class MeterSession:
         with self._read_lock:
             batch = read_meters(self.meters, self._errors, self._clock)
             if self._writer is not None and batch:
-                self._writer.write(batch)
+                try:
+                    self._writer.write(batch)
+                except (OSError, ValueError) as e:
+                    # Disk full, or the file closed under a sampler that outlived close(): the
+                    # in-memory trace (what windows use) goes on; the CSV shows the hole.
+                    log.warning("write to %s failed: %s", self._writer.path, e)
         with self._lock:
             self._readings.extend(batch)
         return batch
@@ -195,15 +200,17 @@ class MeterSession:
             raise
         finally:
             w.end_unix_s = self._clock()
-            self.sample_now()
-            rec = self.record_between(name, w.start_unix_s, w.end_unix_s, idle_w=idle_w)
-            if failed is not None:
-                rec.flags.append(f"the measured block raised {type(failed).__name__}")
-            w.record = rec
-            self.records[name] = rec
-            self.history.append(rec)
-            with self._lock:
-                self._open.remove(w)
+            try:
+                self.sample_now()
+                rec = self.record_between(name, w.start_unix_s, w.end_unix_s, idle_w=idle_w)
+                if failed is not None:
+                    rec.flags.append(f"the measured block raised {type(failed).__name__}")
+                w.record = rec
+                self.records[name] = rec
+                self.history.append(rec)
+            finally:  # never leave a window open: it would pin the in-memory trace forever
+                with self._lock:
+                    self._open.remove(w)
             self._prune()
 
     def measure_idle(self, seconds: float = 5.0) -> float:

@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,14 +69,6 @@ def predict_pytorch(
     wall_s = time.perf_counter() - t0
     bar.close()
     return (np.concatenate(out) if out else np.zeros((0, 2), np.float32)), wall_s
-
-
-def export_onnx(model, tokenizer, out_path: str | os.PathLike, *, opset: int = 18) -> Path:
-    """Export ``model`` to ONNX for v9's evaluation (see :func:`training.model.export_onnx`)."""
-    from training.model import export_onnx as _export
-
-    _export(model, out_path, opset=opset)
-    return Path(out_path)
 
 
 def predict_onnxruntime(

@@ -29,6 +29,7 @@ AGGREGATED = (
     + ["co2_kg", "accuracy", "f1", "precision", "recall", "latency_ms", "training.final_loss"]
 )
 
+
 def mean_ci95(values: Sequence[float]) -> tuple[float, list[float] | None]:
     """Mean and the t-based 95 % confidence interval of the mean (``None`` for n < 2)."""
     s = stats.mean_ci95(values)
@@ -125,8 +126,6 @@ def aggregate(variant: str, runs: Sequence[dict[str, Any]], run_id: str) -> dict
         if ci is not None:
             out["ci95"][dotted] = ci
     out["energy_records_of_run"] = base.get("run_id")
-    if len(ok) < len(runs):
-        out.setdefault("notes", [])
-        out["notes"] = [*out["notes"], f"{len(runs) - len(ok)} of {len(runs)} repeats failed; means over the ok ones"]
-        out["status"] = "ok"
+    if len(ok) < len(runs):  # base is an ok run, so the status stays "ok"
+        out["notes"] = [*out.get("notes", []), f"{len(runs) - len(ok)} of {len(runs)} repeats failed; means over the ok ones"]
     return out

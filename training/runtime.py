@@ -206,9 +206,9 @@ def power_limit(limit_w: float | None):
     import pynvml
 
     pynvml.nvmlInit()
-    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
     previous = []
     try:
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
         for h in handles:
             lo, hi = pynvml.nvmlDeviceGetPowerManagementLimitConstraints(h)
             target = int(limit_w * 1000)

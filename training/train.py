@@ -29,15 +29,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from energy.base import J_PER_KWH
+from energy.io import write_json_atomic
 from training.config import (
     Config,
     ConfigError,
     describe_overlay,
     discover_variants,
     resolve,
-    split_variant,
 )
-from training.results import REQUIRED_KEYS, aggregate, empty_result, energy_summary
+from training.results import REQUIRED_KEYS, STAGES, aggregate, empty_result, energy_summary
 from training.runtime import (
     LAUNCHED_ENV,
     Hardware,
@@ -114,10 +115,14 @@ def variant_lock(paths: RunPaths):
         f.close()
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    from energy.io import write_json_atomic
-
-    write_json_atomic(path, obj)
+def _write_failed(paths: RunPaths, variant: str, cfg: Config, reason: str,
+                  environment: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``result.json`` for a run that could not start (refusal, no meter) and return it."""
+    res = empty_result(variant, _new_run_id(cfg.training.seed))
+    res.update(failure_reason=reason, config=cfg.to_dict(), environment=environment or {},
+               country=cfg.runtime.country)
+    write_json_atomic(paths.result, res)
+    return res
 
 
 def _one_line(e: BaseException) -> str:
@@ -166,8 +171,6 @@ def tokenize(tokenizer, texts: list[str], labels: list[int], max_length: int, pa
     tokenizer and settings, so a rerun (or a resumed run) skips the work and a change of any of
     them never reuses a stale file. Returns the dataset and truncation statistics.
     """
-    import hashlib
-
     import datasets
 
     key = hashlib.sha256()
@@ -321,7 +324,7 @@ def architecture_stage(cfg: Config, pl: Plan, tokenizer, seed: int) -> tuple[Any
             model.enable_input_require_grads()
     info.update(count_params(model))
     info["size_mb_training"] = model_size_mb(model)
-    info["layers"] = int(getattr(model, "config", model).num_hidden_layers) if hasattr(model, "config") else None
+    info["layers"] = int(model.config.num_hidden_layers) if hasattr(model, "config") else None
     return model, info
 
 
@@ -431,7 +434,7 @@ def prepare_checkpoint_dir(ckpt_dir: Path, cfg: Config, seed: int, new_run_id: s
     elif ckpt_dir.exists():
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(marker, {"run_id": new_run_id, "config_hash": h, "seed": seed})
+    write_json_atomic(marker, {"run_id": new_run_id, "config_hash": h, "seed": seed})
     return new_run_id, None
 
 
@@ -492,11 +495,17 @@ def run_once(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, me
         @contextmanager
         def cm():
             t0 = time.perf_counter()
-            with meters.window(name) as w:
-                yield
-            durations[name] = time.perf_counter() - t0
-            if w.record is not None:
-                records[name] = w.record
+            w = None
+            try:
+                with meters.window(name) as w:
+                    yield
+            finally:
+                # Also when the stage raises: a failed run's result.json keeps the energy of every
+                # stage it went through (the failing one flagged by the energy layer).
+                durations[name] = time.perf_counter() - t0
+                if w is not None and w.record is not None:
+                    records[name] = w.record
+                _fill_energy(result, records, durations, meters)
         return cm()
 
     # data
@@ -550,7 +559,7 @@ def run_once(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, me
     # system: save (LoRA merged) + reload, as a server would load it
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from training.model import merge_lora, model_size_mb
+    from training.model import export_onnx, merge_lora, model_size_mb
 
     with stage("system"):
         final = merge_lora(_unwrap(trainer))
@@ -566,7 +575,7 @@ def run_once(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, me
     del trainer, model, final
 
     # inference: evaluation of the reloaded artifact on the test split
-    from training.evaluate import export_onnx, predict_onnxruntime, predict_pytorch, summarise
+    from training.evaluate import predict_onnxruntime, predict_pytorch, summarise
 
     test = d["test"]
     texts, labels = test["text"].tolist(), test["label"].tolist()
@@ -575,8 +584,9 @@ def run_once(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, me
     if cfg.inference.engine == "onnxruntime":
         with tempfile.TemporaryDirectory(prefix="gps-onnx-") as tmp:
             t0 = time.perf_counter()
+            onnx_path = Path(tmp) / "model.onnx"
             with meters.window("export") as w:
-                onnx_path = export_onnx(reloaded, reloaded_tok, Path(tmp) / "model.onnx", opset=cfg.inference.onnx_opset)
+                ev["onnx_export"] = export_onnx(reloaded, onnx_path, opset=cfg.inference.onnx_opset)
             ev["export_s"] = time.perf_counter() - t0
             ev["export_energy"] = w.record.to_dict() if w.record is not None else None
             ev["onnx_bytes"] = onnx_path.stat().st_size
@@ -602,23 +612,7 @@ def run_once(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, me
     for k in ("accuracy", "f1", "precision", "recall", "latency_ms"):
         result[k] = metrics[k]
 
-    # energy + CO2
-    result["energy"] = {name: rec.to_dict() for name, rec in records.items()}
-    own = {}
-    for name, rec in records.items():
-        for dev, cc in (rec.cross_checks or {}).items():
-            if dev.startswith("pid:") and cc.get("energy_j") is not None:
-                own[name] = cc["energy_j"] / 3.6e6
-    if own:
-        result["energy_process_kwh"] = own  # this process's attributed dynamic share (estimate)
-    idle = getattr(meters, "records", {}).get("idle")
-    if idle is not None:  # the baseline behind every net_j, measured once per invocation
-        result["energy"]["idle"] = idle.to_dict()
-    result.update(energy_summary(records))
-    result["meter"] = meters.describe()
-    if meters.idle_w is not None:
-        result["idle_w"] = meters.idle_w
-    result["duration_s"] = {**durations, "total": sum(durations.values())}
+    # CO2 (the energy fields are kept current by every stage, see _fill_energy)
     total = result["energy_kwh"]["total"]
     if total is not None:
         from energy.carbon import co2_kg, grid_intensity
@@ -634,6 +628,26 @@ def run_once(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, me
         except OSError:
             pass
     return result
+
+
+def _fill_energy(result: dict[str, Any], records: dict[str, Any], durations: dict[str, float], meters) -> None:
+    """Write the energy and duration fields of ``result`` from the stage records so far."""
+    result["energy"] = {name: rec.to_dict() for name, rec in records.items()}
+    own = {}
+    for name, rec in records.items():
+        for dev, cc in (rec.cross_checks or {}).items():
+            if dev.startswith("pid:") and cc.get("energy_j") is not None:
+                own[name] = cc["energy_j"] / J_PER_KWH
+    if own:
+        result["energy_process_kwh"] = own  # this process's attributed dynamic share (estimate)
+    idle = getattr(meters, "records", {}).get("idle")
+    if idle is not None:  # the baseline behind every net_j, measured once per invocation
+        result["energy"]["idle"] = idle.to_dict()
+    result.update(energy_summary(records))
+    result["meter"] = meters.describe()
+    if meters.idle_w is not None:
+        result["idle_w"] = meters.idle_w
+    result["duration_s"] = {**durations, "total": sum(durations.values())}
 
 
 _current: dict[str, Any] = {}  # the run in progress, so a failure can still write what it had
@@ -673,10 +687,7 @@ def run_variant(variant: str, cfg: Config, *, repeats: int = 1, paths: RunPaths 
     try:
         pl = plan(cfg, hw or probe_hardware())
     except Refused as e:
-        res = empty_result(variant, _new_run_id(cfg.training.seed))
-        res.update(failure_reason=str(e), config=cfg.to_dict(), environment=environment,
-                   country=cfg.runtime.country)
-        _write_json(paths.result, res)
+        _write_failed(paths, variant, cfg, str(e), environment)
         raise
 
     own_meters = meters is None
@@ -688,13 +699,21 @@ def run_variant(variant: str, cfg: Config, *, repeats: int = 1, paths: RunPaths 
 
             # pids: the estimate meter also attributes this process's own share (a cross-check,
             # never summed) — on a shared box the machine-wide figure includes other work
-            meters = open_meters(cfg.runtime.meter, interval_s=cfg.runtime.meter_interval_s,
-                                 country=cfg.runtime.country, pids=(os.getpid(),))
+            try:
+                meters = open_meters(cfg.runtime.meter, interval_s=cfg.runtime.meter_interval_s,
+                                     country=cfg.runtime.country, pids=(os.getpid(),))
+            except (ValueError, RuntimeError) as e:  # unknown spec, MeterUnavailable
+                _write_failed(paths, variant, cfg, f"energy meter: {_one_line(e)}", environment)
+                raise
     runs: list[dict[str, Any]] = []
-    _preload(cfg)
     try:
+        _preload(cfg)
         if cfg.runtime.idle_s > 0 and meters.idle_w is None:
-            meters.measure_idle(seconds=cfg.runtime.idle_s)
+            try:
+                meters.measure_idle(seconds=cfg.runtime.idle_s)
+            except RuntimeError as e:  # the idle window produced no energy
+                _write_failed(paths, variant, cfg, f"idle baseline: {_one_line(e)}", environment)
+                raise
         for k in range(repeats):
             seed = cfg.training.seed + k
             run_id = _new_run_id(seed)
@@ -702,26 +721,30 @@ def run_variant(variant: str, cfg: Config, *, repeats: int = 1, paths: RunPaths 
             try:
                 res = run_once(variant, cfg, pl, seed, paths, meters, run_id, environment)
             except (Exception, KeyboardInterrupt) as e:
-                res = _current.get("result") or empty_result(variant, run_id)
+                res = _current.get("result")
+                if res is None:  # failed before run_once built its result
+                    res = empty_result(variant, run_id)
+                    res.update(config=cfg.to_dict(), environment=environment, seed=seed,
+                               country=cfg.runtime.country)
                 res.update(status="failed", failure_reason=_one_line(e))
                 if not isinstance(e, Exception):
                     if not (is_worker() and rank() != 0):
-                        _write_json(paths.run_result(res["run_id"]), res)
+                        write_json_atomic(paths.run_result(res["run_id"]), res)
                         runs.append(res)
-                        _write_json(paths.result, aggregate(variant, runs, runs[-1]["run_id"]))
+                        write_json_atomic(paths.result, aggregate(variant, runs, runs[-1]["run_id"]))
                     raise
                 log.debug("run %s failed", run_id, exc_info=True)
             res["n_repeats"] = 1
             if is_worker() and rank() != 0:
                 continue
-            _write_json(paths.run_result(res["run_id"]), res)
+            write_json_atomic(paths.run_result(res["run_id"]), res)
             runs.append(res)
             print(summary_line(res), flush=True)
         if is_worker() and rank() != 0:
             return {"status": "ok", "variant": variant}
         final = aggregate(variant, runs, runs[0]["run_id"] if len(runs) == 1 else
                           f"{runs[0]['run_id']}..{runs[-1]['run_id']}")
-        _write_json(paths.result, final)
+        write_json_atomic(paths.result, final)
         return final
     finally:
         if own_meters:
@@ -736,8 +759,8 @@ def summary_line(res: dict[str, Any]) -> str:
     e = res.get("energy_kwh", {})
     src = res.get("energy_source", {})
     stages = " ".join(
-        f"{s} {e[s] * 3.6e6:.0f}J" if e.get(s) is not None else f"{s} n/a"
-        for s in ("data", "architecture", "training", "system", "inference")
+        f"{s} {e[s] * J_PER_KWH:.0f}J" if e.get(s) is not None else f"{s} n/a"
+        for s in STAGES
     )
     sources = ",".join(sorted(set(src.values()))) or "none"
     return (
@@ -809,7 +832,6 @@ def main(argv: list[str] | None = None) -> int:
         if val is not None:
             overrides[key] = val
     try:
-        split_variant(args.variant)
         cfg = resolve(args.variant, args.set, overrides=overrides)
         if args.repeats < 1:
             raise ConfigError(f"--repeats must be ≥ 1, got {args.repeats}")
@@ -829,10 +851,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             plan(cfg, probe_hardware())
         except Refused as e:
-            paths = RunPaths(args.variant, args.results_dir, args.artifacts_dir)
-            res = empty_result(args.variant, _new_run_id(cfg.training.seed))
-            res.update(failure_reason=str(e), config=cfg.to_dict())
-            _write_json(paths.result, res)
+            _write_failed(RunPaths(args.variant, args.results_dir, args.artifacts_dir), args.variant, cfg, str(e))
             print(f"error: {e}", file=sys.stderr)
             return EXIT_REFUSED
         cmd = launch_command(argv, cfg.runtime.gpus)
@@ -853,6 +872,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"error: interrupted; checkpoints kept in {paths.checkpoints_dir} (rerun to resume)", file=sys.stderr)
         return 130
+    except Exception as e:  # failed before a repeat started (no meter, …); result.json says so
+        log.debug("run failed", exc_info=True)
+        print(f"error: {args.variant} failed: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILED
     if res.get("status") != "ok":
         print(f"error: {args.variant} failed: {res.get('failure_reason')}", file=sys.stderr)
         return EXIT_FAILED

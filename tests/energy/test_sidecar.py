@@ -60,6 +60,19 @@ def test_invalid_meter_exits_2_with_the_valid_names(tmp_path):
     assert "unknown meter 'bogus'" in r.stderr and "estimate" in r.stderr and "replay:<power.csv>" in r.stderr
 
 
+def test_mark_port_in_use_exits_2_in_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "energy.sidecar", "--out", str(tmp_path / "p.csv"),
+                            "--meter", "estimate", "--mark-port", str(port)],
+                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "energy.sidecar:" in r.stderr
+
+
 def test_replay_sidecar_marks_sigkill_and_valid_csv(tmp_path, constant_200w_csv):
     out = tmp_path / "power.csv"
     proc, port = _start(out, "--meter", f"replay:{constant_200w_csv}")

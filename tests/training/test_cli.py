@@ -109,3 +109,11 @@ def test_second_concurrent_run_of_a_variant_is_refused(cli_env, tmp_path):
         r = _cli(["--variant", "v0", "--results-dir", str(tmp_path / "results")], cli_env())
     assert r.returncode == 1 and "another training run of v0" in r.stderr and f"pid {os.getpid()}" in r.stderr
     assert not paths.result.exists(), "the running one owns result.json"
+
+
+def test_unavailable_meter_fails_in_one_line_with_a_result(cli_env, tmp_path):
+    r = _cli(["--variant", "v0", "--meter", f"replay:{tmp_path / 'missing.csv'}", "--results-dir",
+              str(tmp_path)], cli_env())
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "not available here" in r.stderr
+    res = json.loads((tmp_path / "train" / "v0" / "result.json").read_text())
+    assert res["status"] == "failed" and res["failure_reason"].startswith("energy meter:")

@@ -143,3 +143,12 @@ def test_a_saved_checkpoint_loads_as_the_real_model_path(run_tiny, tiny_model_di
 def test_missing_real_model_fails_clearly(run_tiny, tmp_path):
     res, _ = run_tiny("v0", [f"model.name={tmp_path / 'no-such-model'}"])
     assert res["status"] == "failed" and "not available offline" in res["failure_reason"]
+
+
+def test_failed_run_keeps_the_energy_of_the_stages_it_went_through(run_tiny, tmp_path):
+    res, paths = run_tiny("v0", [f"model.name={tmp_path / 'no-such-model'}"])
+    assert res["status"] == "failed"
+    on_disk = json.loads(paths.result.read_text())
+    rec = on_disk["energy"]["data"]  # the stage that raised is still measured, and flagged
+    assert rec["gross_j"] is not None and any("raised" in f for f in rec["flags"])
+    assert on_disk["energy_kwh"]["data"] is not None and on_disk["duration_s"]["data"] >= 0

@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated engines (default {','.join(DEFAULT_ENGINES)})")
     p.add_argument("--baseline", default="pytorch", help="engine the ratios are relative to")
     p.add_argument("--variant", default=os.environ.get("VARIANT", "v0"))
-    p.add_argument("--users", type=int, default=None, help="closed loop users (default 8)")
-    p.add_argument("--rps", type=float, default=None, help="open loop rate instead of users")
+    load = p.add_mutually_exclusive_group()
+    load.add_argument("--users", type=int, default=None, help="closed loop users (default 8)")
+    load.add_argument("--rps", type=float, default=None, help="open loop rate instead of users")
     p.add_argument("--duration", type=float, default=10.0, help="steady window, s (default 10)")
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up, s (default 3)")
     p.add_argument("--idle", type=float, default=3.0, help="idle baseline, s (default 3)")
@@ -136,21 +137,32 @@ def main(argv: list[str] | None = None) -> int:
     if bad or not engines:
         print(f"bench: engines {bad or engines} invalid; allowed: {', '.join(ENGINES)}", file=sys.stderr)
         return 2
+    try:
+        specs = specs_for(users=args.users, rps=args.rps)
+    except ValueError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
     bench_id = utc_run_id()
-    specs = specs_for(users=args.users, rps=args.rps)
     rows = []
     for engine in engines:
-        cfg = RunConfig(
-            engine=engine, variant=args.variant, specs=specs, duration_s=args.duration,
-            warmup_s=args.warmup, idle_s=args.idle, meter=args.meter, country=args.country,
-            artifacts_dir=args.artifacts_dir, results_dir=args.results_dir,
-            run_id=f"bench-{bench_id}", progress=not args.no_progress,
-        )
+        try:
+            cfg = RunConfig(
+                engine=engine, variant=args.variant, specs=specs, duration_s=args.duration,
+                warmup_s=args.warmup, idle_s=args.idle, meter=args.meter, country=args.country,
+                artifacts_dir=args.artifacts_dir, results_dir=args.results_dir,
+                run_id=f"bench-{bench_id}", progress=not args.no_progress,
+            )
+        except ValueError as e:  # the same settings for every engine: one line, no run
+            print(f"bench: {e}", file=sys.stderr)
+            return 2
         try:
             (run_dir, s), = run(cfg)  # prepares (trains/exports) the artifact when missing
             rows.append(row_from_summary(engine, s, run_dir / "summary.json"))
         except (ValueError, OSError, RuntimeError) as e:
             rows.append(row_from_summary(engine, {"status": "failed", "failure_reason": str(e)}, None))
+        except KeyboardInterrupt:  # one line, like loadtest.run; finished engines stay on disk
+            print("bench: interrupted", file=sys.stderr)
+            return 130
     table = ratios(rows, args.baseline)
     print(format_table(table, args.baseline))
     out = Path(args.results_dir).parent / "bench" / f"loadtest-{bench_id}.json"

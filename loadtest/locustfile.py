@@ -210,7 +210,10 @@ class LoadUser(FastHttpUser):
 
     def on_start(self) -> None:
         uid = next(_USER_IDS)
-        self._rng = random.Random(f"{SEED}-{os.getpid()}-{uid}")
+        # Seeded by the worker's index (0 when local), not its pid, so --seed reproduces the
+        # request order and arrival schedule of every user from run to run.
+        worker = getattr(self.environment.runner, "worker_index", 0)
+        self._rng = random.Random(f"{SEED}-{worker}-{uid}")
         data = items()
         self._cursor = self._rng.randrange(len(data))
         self._target: float | None = None

@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -46,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from energy.base import EnergyRecord
+from energy.carbon import grid_intensity_info
+from energy.environment import capture
 from energy.io import write_json_atomic, write_text_atomic
 from loadtest.shapes import LoadSpec, specs_for
 from loadtest.summary import (
@@ -63,6 +66,7 @@ LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 ENGINES = ("onnxruntime", "pytorch", "triton", "vllm")
 DEFAULT_FORMAT = {"onnxruntime": "onnx", "pytorch": "pytorch", "triton": "onnx", "vllm": "pytorch"}
 MODEL_NAME = "bigvul-modernbert"
+RECORDS_SUBDIR = "requests"  # repeat-<k>/requests/requests-<phase>-<pid>.csv (locustfile.py)
 # Prometheus counters that count one per received inference request, per engine. The runner
 # engines count every infer POST; Triton counts successes and failures separately.
 SERVER_COUNTERS = {
@@ -72,6 +76,9 @@ SERVER_COUNTERS = {
     "vllm": ("vllm:request_success_total",),
 }
 HEALTH_PATH = {"default": "/v2/health/ready", "vllm": "/health"}
+# One Prometheus sample: name, optional {labels}, value (an optional timestamp may follow).
+_SAMPLE_RE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)')
+_LABEL_RE = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 INTERRUPTED = "interrupted (Ctrl-C)"
@@ -130,6 +137,7 @@ class RunConfig:
             raise ValueError(f"requests={self.requests!r} is invalid; allowed: an integer >= 1")
         if not 0 <= self.max_error_rate <= 1:
             raise ValueError(f"max_error_rate={self.max_error_rate!r} is invalid; allowed: 0..1")
+        grid_intensity_info(self.country)  # ValueError naming the known codes, before any work
         if self.format is None:
             self.format = DEFAULT_FORMAT[self.engine]
 
@@ -186,41 +194,51 @@ def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
         return 0, b""
 
 
-def parse_prometheus_sum(text: str, names: tuple[str, ...]) -> float | None:
-    """Sum of every sample of the counters ``names`` (all label sets) in Prometheus text.
+def parse_prometheus_sum(text: str, names: tuple[str, ...], model: str | None = None) -> float | None:
+    """Sum of every sample of the counters ``names`` in Prometheus text.
 
     A name may be given with or without its ``_total`` suffix; ``*_created`` samples are
-    timestamps, not counts, and are ignored. ``None`` when no sample was found.
+    timestamps, not counts, and are ignored. With ``model``, a sample labelled with another
+    ``model="…"`` is skipped: a Triton ensemble counts every request once per composing model
+    (tokenizer, model step, postprocess) as well as once for the ensemble. Samples without a
+    ``model`` label always count. ``None`` when no sample was found.
     """
-    wanted = {n for n in names} | {n + "_total" for n in names if not n.endswith("_total")}
+    wanted = set(names) | {n + "_total" for n in names if not n.endswith("_total")}
     total, found = 0.0, False
     for line in text.splitlines():
-        if not line or line.startswith("#"):
+        m = _SAMPLE_RE.match(line)
+        if not m or m.group("name") not in wanted:
             continue
-        metric = line.split("{", 1)[0].split(" ", 1)[0]
-        if metric in wanted:
-            try:
-                total += float(line.rsplit(" ", 1)[-1] if "}" not in line else line.rsplit("}", 1)[1].split()[0])
-                found = True
-            except (ValueError, IndexError):
-                continue
+        labels = dict(_LABEL_RE.findall(m.group("labels") or ""))
+        if model is not None and labels.get("model", model) != model:
+            continue
+        try:
+            total += float(m.group("value"))  # an optional timestamp after the value is ignored
+            found = True
+        except ValueError:
+            continue
     return total if found else None
 
 
-def scrape_count(metrics_url: str, engine: str) -> float | None:
-    """Requests the server has counted so far (``None`` when its metrics cannot be read)."""
+def scrape_count(metrics_url: str, engine: str, model: str | None = None) -> float | None:
+    """Requests the server has counted so far for ``model`` (``None`` when its metrics cannot be
+    read)."""
     status, body = http_get(metrics_url, timeout_s=5.0)
     if status != 200:
         return None
     return parse_prometheus_sum(body.decode("utf-8", "replace"),
-                                SERVER_COUNTERS.get(engine, SERVER_COUNTERS["default"]))
+                                SERVER_COUNTERS.get(engine, SERVER_COUNTERS["default"]), model)
 
 
-def write_requests_file(path: Path, data: str | None, max_items: int | None, seed: int) -> int:
-    """Write the real BigVul test-split functions the load client sends: one JSON per line."""
+def write_requests_file(path: Path, data: str | None, max_items: int | None) -> int:
+    """Write the real BigVul test-split functions the load client sends: one JSON per line.
+
+    The split uses load_split's default seed, training's ``data.split_seed`` (42), so the
+    functions sent are the ones held out from training (``--seed`` only orders requests).
+    """
     from training.data import load_split  # pandas: only here, never in the Locust processes
 
-    df = load_split("test", data_path=data, seed=seed if seed else 42)
+    df = load_split("test", data_path=data)
     if max_items is not None:
         df = df.head(max_items)
     if len(df) == 0:
@@ -228,33 +246,6 @@ def write_requests_file(path: Path, data: str | None, max_items: int | None, see
     lines = [json.dumps({"text": str(t), "label": int(y)}) for t, y in zip(df["text"], df["label"], strict=True)]
     write_text_atomic(path, "\n".join(lines) + "\n")
     return len(lines)
-
-
-def environment() -> dict[str, Any]:
-    """The environment block of a result file (energy.environment when available)."""
-    try:
-        from energy.environment import capture
-    except ImportError:
-        import platform
-
-        return {"python": platform.python_version(), "platform": platform.platform(),
-                "note": "energy.environment is not available; minimal capture"}
-    try:
-        return capture()
-    except Exception as e:  # the environment block must never fail a run
-        return {"error": f"environment capture failed: {type(e).__name__}: {e}"}
-
-
-def grid_intensity(country: str) -> float | None:
-    """gCO₂/kWh of ``country`` from energy.carbon (``None`` when unknown/unavailable)."""
-    try:
-        from energy.carbon import grid_intensity as gi
-    except ImportError:
-        return None
-    try:
-        return float(gi(country))
-    except (KeyError, ValueError):
-        return None
 
 
 def tail_line(path: Path, n: int = 3) -> str:
@@ -374,8 +365,6 @@ class CpuSampler:
 class LocustPhase:
     """What one Locust invocation produced."""
 
-    records_dir: Path
-    csv_prefix: Path
     exit_code: int | None
     started_unix_s: float
     ended_unix_s: float
@@ -415,7 +404,7 @@ def run_locust(
     has recorded that many requests. Users finish their in-flight request before stopping
     (``--stop-timeout``), so every request the server counted is also in the client's records.
     """
-    records_dir = rep_dir / "requests"
+    records_dir = rep_dir / RECORDS_SUBDIR
     csv_prefix = rep_dir / f"locust-{phase}"
     env = child_env({
         "LOADTEST_REQUESTS": str(requests_file),
@@ -449,7 +438,7 @@ def run_locust(
                 env=env, stdout=log_fh, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
             ))
     procs = [master, *workers]
-    result = LocustPhase(records_dir, csv_prefix, None, started, started)
+    result = LocustPhase(None, started, started)
     bar = None
     t_first: float | None = None
     if progress:
@@ -518,6 +507,7 @@ class Server:
         self.cfg = cfg
         self.proc: subprocess.Popen | None = None
         self.log_path = rep_dir / "server.log"
+        self._log: Any = None
         self._dead_checks = 0
         default_metrics = None
         if cfg.url:
@@ -571,6 +561,8 @@ class Server:
         return f"server at {self.url} stopped answering health checks" if self._dead_checks >= 3 else None
 
     def stop(self) -> int | None:
+        if self._log is not None and self.proc is None:
+            self._log.close()  # Popen itself failed
         if self.proc is None:
             return None
         rc = stop_process(self.proc, timeout_s=20)
@@ -582,8 +574,7 @@ class Server:
             except (ProcessLookupError, PermissionError):
                 break
             time.sleep(1.0)
-        if not self._log.closed:
-            self._log.close()
+        self._log.close()
         return rc
 
 
@@ -619,10 +610,16 @@ def run_repeat(cfg: RunConfig, spec: LoadSpec, run_dir: Path, k: int, requests_f
                run_id: str) -> dict[str, Any]:
     """One repeat: sidecar → server (system) → idle → warm-up → steady → stop; its summary."""
     from energy.sidecar import Sidecar
+    from energy.trace import marks_path
 
     rep_dir = run_dir / f"repeat-{k}"
     rep_dir.mkdir(parents=True, exist_ok=True)
     power = rep_dir / "power.csv"
+    # A reused --run-id reruns this repeat: its raw files start afresh. The per-request CSVs are
+    # named by pid and the sidecar appends, so an earlier run's rows would otherwise be counted
+    # (and an old sample would pass for the first one before system_start).
+    for old in [power, marks_path(power), *(rep_dir / RECORDS_SUBDIR).glob("requests-*.csv")]:
+        old.unlink(missing_ok=True)
     marks: dict[str, Any] = {}
     sidecar = None
     server = Server(cfg, rep_dir)
@@ -672,7 +669,7 @@ def run_repeat(cfg: RunConfig, spec: LoadSpec, run_dir: Path, k: int, requests_f
                 server_failure = wu.server_failure.replace("steady window", "warm-up")
                 raise RepeatFailed(server_failure)
 
-        before = scrape_count(server.metrics_url, cfg.engine)
+        before = scrape_count(server.metrics_url, cfg.engine, cfg.model_name)
         srv_cpu0 = tree_cpu_s(server.proc.pid if server.proc else None)
         state("steady")
         steady = run_locust(
@@ -685,7 +682,8 @@ def run_repeat(cfg: RunConfig, spec: LoadSpec, run_dir: Path, k: int, requests_f
         srv_cpu1 = tree_cpu_s(server.proc.pid if server.proc else None)
         if srv_cpu0 is not None and srv_cpu1 is not None:
             server_cpu_s = srv_cpu1 - srv_cpu0
-        after = scrape_count(server.metrics_url, cfg.engine) if not server_failure else None
+        after = (scrape_count(server.metrics_url, cfg.engine, cfg.model_name)
+                 if not server_failure else None)
         if before is not None and after is not None:
             server_counted = after - before
         elif not server_failure:
@@ -704,9 +702,10 @@ def run_repeat(cfg: RunConfig, spec: LoadSpec, run_dir: Path, k: int, requests_f
         server.stop()
         if sidecar is not None:
             _mark(sidecar, "server_stopped", marks=marks)
-    records = []
+    # Read from disk whatever the steady phase wrote, even when it was cut short (Ctrl-C, an
+    # error) before run_locust returned: partial data is kept and counted.
+    records = read_request_records(sorted((rep_dir / RECORDS_SUBDIR).glob("requests-steady-*.csv")))
     if steady is not None:
-        records = read_request_records(sorted(steady.records_dir.glob("requests-steady-*.csv")))
         if not records and steady.exit_code not in (0, None) and not (server_failure or setup_failure):
             setup_failure = (f"Locust exited with code {steady.exit_code}: "
                              f"{tail_line(rep_dir / 'locust-steady.log', 1) or tail_line(rep_dir / 'locust-steady.out', 1)}")
@@ -723,11 +722,8 @@ def run_repeat(cfg: RunConfig, spec: LoadSpec, run_dir: Path, k: int, requests_f
     if "_mark_errors" in marks:
         warnings.append("marks not delivered to the sidecar: " + "; ".join(marks.pop("_mark_errors")))
 
-    idle = _record(power, marks.get("idle_start"), marks.get("idle_end"), "idle", None)
-    idle_w = idle_power_w(idle)
-    if idle is not None:
-        idle.idle_w = idle_w
-        idle.net_j = None if idle.gross_j is None or idle_w is None else idle.gross_j - idle_w * idle.duration_s
+    idle_w = idle_power_w(_record(power, marks.get("idle_start"), marks.get("idle_end"), "idle", None))
+    idle = _record(power, marks.get("idle_start"), marks.get("idle_end"), "idle", idle_w)
     energy = {
         "system": None if cfg.url else _record(power, marks.get("system_start"), marks.get("ready"), "system", idle_w),
         "idle": idle,
@@ -746,6 +742,7 @@ def run_repeat(cfg: RunConfig, spec: LoadSpec, run_dir: Path, k: int, requests_f
         "idle_s": cfg.idle_s,
         "protocol": cfg.protocol,
     }
+    grid = grid_intensity_info(cfg.country)
     summary = compose_repeat_summary(
         meta={"run_id": run_id, "engine": cfg.engine, "variant": cfg.variant, "format": cfg.format,
               "model": cfg.model_name},
@@ -755,9 +752,9 @@ def run_repeat(cfg: RunConfig, spec: LoadSpec, run_dir: Path, k: int, requests_f
         energy=energy,
         server_counted=server_counted,
         client_cpu=steady.client_cpu if steady else None,
-        environment=environment(),
+        environment=capture(),
         country=cfg.country,
-        grid_gco2_per_kwh=grid_intensity(cfg.country),
+        grid_gco2_per_kwh=grid["g_per_kwh"],
         max_error_rate=cfg.max_error_rate,
         server_failure=server_failure,
         setup_failure=setup_failure,
@@ -767,6 +764,7 @@ def run_repeat(cfg: RunConfig, spec: LoadSpec, run_dir: Path, k: int, requests_f
             "repeat": k,
             "marks": {n: t for n, t in marks.items() if not n.startswith("_")},
             "meter": {"spec": cfg.meter, "interval_s": cfg.interval_s},
+            "grid": {"source": grid["source"], "year": grid.get("year")},  # of grid_gco2_per_kwh
             # The server's own CPU time over the steady phase (process tree, psutil): a figure
             # other tenants of a shared machine cannot inflate, unlike the machine-level power.
             "server_cpu": {
@@ -796,7 +794,7 @@ def run_level(cfg: RunConfig, spec: LoadSpec, run_id: str, requests_file: Path |
     run_dir.mkdir(parents=True, exist_ok=True)
     if requests_file is None:
         requests_file = run_dir / "requests.jsonl"
-        write_requests_file(requests_file, cfg.data, cfg.max_items, 0)
+        write_requests_file(requests_file, cfg.data, cfg.max_items)
     write_json_atomic(run_dir / "config.json", {
         **{k: v for k, v in vars(cfg).items() if k != "specs"}, "load": spec.to_dict(), "run_id": run_id,
     })

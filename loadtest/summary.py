@@ -227,6 +227,8 @@ def read_request_records(paths: Iterable[str | os.PathLike[str]]) -> list[Reques
     for path in paths:
         with open(path, newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
+                if any(v is None for v in row.values()):
+                    continue  # torn: fewer fields than the header (restval None)
                 try:
                     target = row.get("target_unix_s") or ""
                     out.append(
@@ -380,13 +382,14 @@ def _is_num(x: Any) -> bool:
 def _mean_tree(items: list[Any]) -> Any:
     """Element-wise mean of numeric leaves of same-shaped trees; other leaves from the first.
 
-    Keys ending in ``_unix_s`` are instants, not quantities, and are taken from the first tree.
+    Keys ending in ``_unix_s`` and the ``marks`` dict hold instants, not quantities: they are
+    taken from the first tree (a mean of Unix times is no time of anything).
     """
     first = items[0]
     if isinstance(first, dict):
         out = {}
         for k, v in first.items():
-            if k.endswith("_unix_s"):
+            if k.endswith("_unix_s") or k == "marks":
                 out[k] = v
                 continue
             out[k] = _mean_tree([it.get(k) if isinstance(it, dict) else None for it in items])
@@ -418,12 +421,23 @@ def aggregate_repeats(repeats: list[dict[str, Any]]) -> dict[str, Any]:
         top = _mean_tree(ok)
     else:
         top = _blank_numbers(repeats[0])
-    # Error breakdowns differ in keys between repeats: sum them instead of averaging.
+    # Error breakdowns differ in keys between repeats: the mean per ok repeat, a reason absent
+    # from a repeat counting 0 there (an element-wise mean would give None for it).
     if ok:
         errs: Counter[str] = Counter()
         for r in ok:
             errs.update(get_path(r, "requests.errors") or {})
         top["requests"]["errors"] = {k: v / len(ok) for k, v in sorted(errs.items())}
+    # A mean over repeats measured by different meters is labelled by all of them, and is an
+    # estimate as soon as one repeat was (never a mixed mean passed off as measured).
+    kinds = sorted({r.get("energy_kind") for r in ok if r.get("energy_kind")})
+    sources = sorted({r.get("energy_source") for r in ok if r.get("energy_source")})
+    if len(kinds) > 1 or len(sources) > 1:
+        top["energy_kind"] = "estimated" if "estimated" in kinds else "+".join(kinds)
+        top["energy_source"] = "+".join(sources)
+        top["warnings"] = [*(top.get("warnings") or []),
+                           f"repeats were measured differently ({', '.join(sources)}; {', '.join(kinds)})"]
+    top.pop("repeat", None)  # a repeat's index; the top level is no repeat (its mean is no index)
     top["ci95"] = {m: mean_ci95([get_path(r, m) for r in ok if _is_num(get_path(r, m))])[1]
                    for m in CI_METRICS}
     top["n_repeats"] = len(repeats)
@@ -485,23 +499,23 @@ def compose_repeat_summary(
         duration_s = max(0.0, t1 - t0)
     else:
         recs, duration_s = list(records), 0.0
-    stats = request_stats(recs, duration_s, late_threshold_ms=late_threshold_ms)
-    n_ok = stats["requests"]["ok"]
+    rs = request_stats(recs, duration_s, late_threshold_ms=late_threshold_ms)
+    n_ok = rs["requests"]["ok"]
     inf = energy.get("inference")
     per_1k = energy_per_1k(inf, n_ok)
     warns = list(warnings)
-    client_counted = stats["requests"]["ok"] + stats["requests"]["failed"]
+    client_counted = rs["requests"]["ok"] + rs["requests"]["failed"]
     if server_counted is not None and server_counted != client_counted:
         warns.append(
             f"client counted {client_counted} requests, the server's metrics {server_counted:g}"
         )
     reason = setup_failure or failure_reason(
         n_ok=n_ok,
-        n_failed=stats["requests"]["failed"],
+        n_failed=rs["requests"]["failed"],
         max_error_rate=max_error_rate,
         server_failure=server_failure,
         inference_energy_j=None if inf is None else inf.gross_j,
-        errors=stats["requests"]["errors"],
+        errors=rs["requests"]["errors"],
     )
     sources = sorted({r.source for r in energy.values() if r is not None and r.source != "none"})
     kinds = {r.kind for r in energy.values() if r is not None}
@@ -514,20 +528,22 @@ def compose_repeat_summary(
         "format": meta.get("format"),
         "model": meta.get("model"),
         "load": dict(load),
-        "requests": {**stats["requests"], "server_counted": server_counted,
+        "requests": {**rs["requests"], "server_counted": server_counted,
                      "client_counted": client_counted},
-        "items_ok": stats["items_ok"],
-        "throughput_rps": stats["throughput_rps"],
-        "latency_ms": stats["latency_ms"],
-        "latency_from_intended_ms": stats["latency_from_intended_ms"],
-        "open_loop": stats["open_loop"],
-        "served": stats["served"],
+        "items_ok": rs["items_ok"],
+        "throughput_rps": rs["throughput_rps"],
+        "latency_ms": rs["latency_ms"],
+        "latency_from_intended_ms": rs["latency_from_intended_ms"],
+        "open_loop": rs["open_loop"],
+        "served": rs["served"],
         "energy": {k: (None if v is None else v.to_dict()) for k, v in energy.items()},
         "energy_per_1k_wh": per_1k,
         # Independent series beside the primary meter (CodeCarbon, per-process attributions),
-        # never summed into it: Wh per 1k ok requests of each, for comparison.
+        # never summed into it: Wh per 1k ok requests of each, for comparison, each labelled
+        # with its own source and kind like every other energy figure.
         "cross_checks_per_1k_wh": {
-            dev: energy_per_1k_wh(cc.get("energy_j"), n_ok)
+            dev: {"wh": energy_per_1k_wh(cc.get("energy_j"), n_ok),
+                  "source": cc.get("source"), "kind": cc.get("kind")}
             for dev, cc in (inf.cross_checks if inf is not None else {}).items()
         },
         "j_per_request": j_per_request(inf, n_ok),

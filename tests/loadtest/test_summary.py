@@ -183,3 +183,31 @@ def test_aggregate_repeats_mean_ci_and_failed_never_averaged():
     assert ok["ci95"]["energy_per_1k_wh.gross"] is None  # one repeat: no CI
     dead = aggregate_repeats([_rep("failed", 3.0, 1.0, "x")])
     assert dead["energy_per_1k_wh"]["gross"] is None and dead["engine"] == "onnxruntime"
+
+
+def test_aggregate_repeats_keeps_instants_and_drops_the_repeat_index():
+    reps = [{**_rep("ok", 1.0, 10.0), "repeat": k, "marks": {"steady_start": 100.0 * k}}
+            for k in (1, 2, 3)]
+    top = aggregate_repeats(reps)
+    assert top["marks"] == {"steady_start": 100.0}  # repeat 1's instants, not a mean of times
+    assert "repeat" not in top  # the top level is no repeat; each one keeps its index
+    assert [r["repeat"] for r in top["repeats"]] == [1, 2, 3]
+
+
+def test_torn_last_line_is_skipped_not_counted_as_a_failure(tmp_path):
+    path = tmp_path / "requests-steady-1.csv"
+    write_request_records(path, _records(3, T0, T0 + 1.0))
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(f"{T0 + 1.1:.6f},{T0 + 1.2:.6f},100.0")  # a process killed mid-row
+    recs = read_request_records([path])
+    assert len(recs) == 3 and all(r.ok for r in recs)
+
+
+def test_aggregate_repeats_labels_a_mean_over_different_meters():
+    reps = [{**_rep("ok", 1.0, 10.0), "energy_kind": "measured", "energy_source": "rapl"},
+            {**_rep("ok", 2.0, 10.0), "energy_kind": "estimated", "energy_source": "estimate"}]
+    top = aggregate_repeats(reps)
+    assert top["energy_kind"] == "estimated" and top["energy_source"] == "estimate+rapl"
+    assert any("measured differently" in w for w in top["warnings"])
+    same = aggregate_repeats([reps[0], {**reps[0], "energy_per_1k_wh": {"gross": 3.0, "net": 1.0}}])
+    assert same["energy_kind"] == "measured" and same["energy_source"] == "rapl"

@@ -50,6 +50,8 @@ def test_sweep_and_config_errors_name_the_key():
         RunConfig(engine="tgi")
     with pytest.raises(ValueError, match="duration_s=0 is invalid"):
         RunConfig(engine="pytorch", duration_s=0)
+    with pytest.raises(ValueError, match="unknown country code 'XYZ'"):
+        RunConfig(engine="pytorch", country="XYZ")  # refused before any work, not a null CO₂
     assert RunConfig(engine="onnxruntime").format == "onnx"
     assert RunConfig(engine="vllm").protocol == "vllm"
 
@@ -98,6 +100,16 @@ def test_prometheus_counter_sum():
     assert parse_prometheus_sum(text, ("inference_requests_total",)) == 812.0
     assert parse_prometheus_sum(text, ("nv_inference_request_success", "nv_inference_request_failure")) == 812.0
     assert parse_prometheus_sum(text, ("absent",)) is None
+    # A Triton ensemble counts each request once per composing model too: only the served one.
+    ensemble = "\n".join([
+        'nv_inference_request_success{model="bigvul-modernbert",version="1"} 10',
+        'nv_inference_request_success{model="tokenizer",version="1"} 10',
+        'nv_inference_request_success{model="model_onnx",version="1"} 10',
+        "inference_requests_total 7 1700000000000",  # a sample with a timestamp
+    ])
+    names = ("nv_inference_request_success", "nv_inference_request_failure")
+    assert parse_prometheus_sum(ensemble, names, "bigvul-modernbert") == 10.0
+    assert parse_prometheus_sum(ensemble, ("inference_requests_total",), "bigvul-modernbert") == 7.0
 
 
 def test_bench_ratios_and_table():

@@ -230,15 +230,17 @@ def scrape_count(metrics_url: str, engine: str, model: str | None = None) -> flo
                                 SERVER_COUNTERS.get(engine, SERVER_COUNTERS["default"]), model)
 
 
-def write_requests_file(path: Path, data: str | None, max_items: int | None) -> int:
+def write_requests_file(path: Path, data: str | None, max_items: int | None,
+                        model_dir: Path | None = None) -> int:
     """Write the real BigVul test-split functions the load client sends: one JSON per line.
 
-    The split uses load_split's default seed, training's ``data.split_seed`` (42), so the
-    functions sent are the ones held out from training (``--seed`` only orders requests).
+    The split is the one the served model was trained with (``split.json`` in its artifact:
+    split seed, fractions), so the functions sent are held out from its training
+    (``--seed`` only orders requests).
     """
-    from training.data import load_split  # pandas: only here, never in the Locust processes
+    from training.data import load_split_for_artifact  # pandas: only here, never in Locust
 
-    df = load_split("test", data_path=data)
+    df = load_split_for_artifact("test", model_dir, data_path=data)
     if max_items is not None:
         df = df.head(max_items)
     if len(df) == 0:
@@ -794,7 +796,8 @@ def run_level(cfg: RunConfig, spec: LoadSpec, run_id: str, requests_file: Path |
     run_dir.mkdir(parents=True, exist_ok=True)
     if requests_file is None:
         requests_file = run_dir / "requests.jsonl"
-        write_requests_file(requests_file, cfg.data, cfg.max_items)
+        write_requests_file(requests_file, cfg.data, cfg.max_items,
+                            model_dir=REPO_ROOT / cfg.artifacts_dir / cfg.variant / "model")
     write_json_atomic(run_dir / "config.json", {
         **{k: v for k, v in vars(cfg).items() if k != "specs"}, "load": spec.to_dict(), "run_id": run_id,
     })

@@ -161,3 +161,31 @@ def load_split(
         raise ValueError(f"unknown split {name!r}; valid: {', '.join(SPLITS)}")
     ex, _ = make_examples(load_bigvul(data_path), paired=paired)
     return split_by_group(ex, seed=seed, fractions=fractions)[name]
+
+
+# Written by training beside the artifact's weights: how that model's splits were made.
+SPLIT_FILE = "split.json"
+
+
+def load_split_for_artifact(
+    name: str, model_dir: str | os.PathLike | None, data_path: str | os.PathLike | None = None
+) -> pd.DataFrame:
+    """The split ``name`` exactly as the model in ``model_dir`` was trained with it.
+
+    Reads ``split.json`` (split seed, fractions, paired, data path) written by training, so an
+    evaluation or a load test of that model never sends functions it was trained on — even when
+    training used a non-default split seed. ``data_path`` overrides the recorded path (the data
+    may have moved); without a ``split.json`` the defaults are used, as training's defaults are.
+    """
+    import json
+
+    spec: dict = {}
+    if model_dir is not None and (Path(model_dir) / SPLIT_FILE).exists():
+        spec = json.loads((Path(model_dir) / SPLIT_FILE).read_text(encoding="utf-8"))
+    return load_split(
+        name,
+        data_path=data_path or spec.get("data_path"),
+        seed=int(spec.get("split_seed", 42)),
+        paired=bool(spec.get("paired", True)),
+        fractions=tuple(spec.get("fractions", (0.8, 0.1, 0.1))),
+    )

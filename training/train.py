@@ -38,6 +38,7 @@ from training.config import (
     discover_variants,
     resolve,
 )
+from training.data import SPLIT_FILE
 from training.results import REQUIRED_KEYS, STAGES, aggregate, empty_result, energy_summary
 from training.runtime import (
     LAUNCHED_ENV,
@@ -441,8 +442,12 @@ def prepare_checkpoint_dir(ckpt_dir: Path, cfg: Config, seed: int, new_run_id: s
 # -- system stage ------------------------------------------------------------------------------
 
 
-def save_artifact_atomically(model, tokenizer, out_dir: Path) -> Path:
-    """Write the artifact to a sibling temp dir, then swap it in: a reader never sees half a model."""
+def save_artifact_atomically(model, tokenizer, out_dir: Path, split: dict[str, Any] | None = None) -> Path:
+    """Write the artifact to a sibling temp dir, then swap it in: a reader never sees half a model.
+
+    ``split`` (data path, split seed, fractions, paired) is saved as ``split.json`` beside the
+    weights, so later stages evaluate and load-test on exactly this model's held-out split.
+    """
     from training.model import save_artifact
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -450,6 +455,8 @@ def save_artifact_atomically(model, tokenizer, out_dir: Path) -> Path:
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     save_artifact(model, tokenizer, tmp)
+    if split is not None:
+        write_json_atomic(tmp / SPLIT_FILE, split)
     if out_dir.exists():
         os.replace(out_dir, old)
     os.replace(tmp, out_dir)
@@ -564,7 +571,9 @@ def run_once(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, me
     with stage("system"):
         final = merge_lora(_unwrap(trainer))
         final = final.float() if pl.bnb_quantization == "none" else final
-        save_artifact_atomically(final, tokenizer, paths.artifact_dir)
+        split = {"data_path": str(d["path"]), "split_seed": cfg.data.split_seed,
+                 "fractions": list(cfg.data.fractions), "paired": cfg.data.paired}
+        save_artifact_atomically(final, tokenizer, paths.artifact_dir, split=split)
         reloaded = AutoModelForSequenceClassification.from_pretrained(paths.artifact_dir, use_safetensors=True)
         reloaded_tok = AutoTokenizer.from_pretrained(paths.artifact_dir)
         reloaded.to(pl.device).eval()

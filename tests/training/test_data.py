@@ -5,7 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from training.data import class_balance, load_bigvul, make_examples, split_by_group
+from training.data import (
+    SPLIT_FILE,
+    class_balance,
+    load_bigvul,
+    load_split,
+    load_split_for_artifact,
+    make_examples,
+    split_by_group,
+)
 
 
 def _rows() -> pd.DataFrame:
@@ -78,3 +86,13 @@ def test_bad_split_fractions_and_missing_file(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="missing columns"):
         load_bigvul(tmp_path / "x.csv")
+
+
+def test_split_for_artifact_follows_the_recorded_seed(tmp_path):
+    # A model trained on split seed 7 must be evaluated/load-tested on seed 7's test split.
+    (tmp_path / SPLIT_FILE).write_text('{"split_seed": 7, "fractions": [0.8, 0.1, 0.1], "paired": true}')
+    got = load_split_for_artifact("test", tmp_path)
+    assert got["text"].tolist() == load_split("test", seed=7)["text"].tolist()
+    assert got["text"].tolist() != load_split("test", seed=42)["text"].tolist()
+    # no split.json: training's defaults
+    assert load_split_for_artifact("test", tmp_path / "none")["text"].tolist() == load_split("test")["text"].tolist()

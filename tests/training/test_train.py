@@ -31,6 +31,8 @@ def _check_result(res: dict, paths) -> None:
     assert on_disk["environment"] and on_disk["config"]["training"]["max_steps"] == 2
     assert (paths.artifact_dir / "model.safetensors").exists()
     assert (paths.artifact_dir / "tokenizer.json").exists()
+    split = json.loads((paths.artifact_dir / "split.json").read_text())
+    assert split["split_seed"] == on_disk["config"]["data"]["split_seed"]
     for rid in on_disk["runs"]:
         assert json.loads(paths.run_result(rid).read_text())["n_repeats"] == 1
 

@@ -18,7 +18,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     html = build_report(root, root / "report")["html"]
     png = screenshot.screenshot(html, root / "report" / "screenshot.png", timeout_s=180)
     stats = screenshot.png_stats(png)
-    assert (stats["width"], stats["height"]) == (1280, 4000)
+    assert (stats["width"], stats["height"]) == (1280, 9000)
     assert screenshot.check_png(png) == [], stats
     dom = screenshot.dump_dom(html, timeout_s=180)
     assert set(SECTION_IDS) <= screenshot.section_ids_in(dom)

@@ -180,9 +180,13 @@ class Engine:
             ) from None
         if sys.platform != "linux":
             raise EngineUnavailable("engine triton (PyTriton's bundled tritonserver) runs on Linux only")
-        ports = {settings.port, grpc_port(settings), metrics_port(settings)}
-        if len(ports) != 3:
-            raise ValueError(f"triton needs three distinct ports (http, grpc, metrics), got {sorted(ports)}")
+        ports = self.ports(settings)
+        if len(set(ports)) != 3:
+            raise ValueError(f"triton needs three distinct ports (http, grpc, metrics), got {ports}")
+
+    def ports(self, settings: EngineSettings) -> list[int]:
+        """Every TCP port this engine binds: HTTP, gRPC, metrics."""
+        return [settings.port, grpc_port(settings), metrics_port(settings)]
 
     def serve(self, settings: EngineSettings) -> None:
         """Load the runner, start tritonserver, bind the model, block until SIGINT/SIGTERM."""

@@ -270,6 +270,15 @@ def test_cli_unavailable_engine_prints_one_line(serving_root):
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
         )
     assert proc.returncode == 1 and "already in use" in proc.stderr, proc.stderr
+    with socket.socket() as busy:  # Triton's gRPC port (HTTP port + 1) taken: refused too
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        proc = subprocess.run(
+            [sys.executable, "-m", "serving.serve", "--engine", "triton",
+             "--port", str(busy.getsockname()[1] - 1), "--artifacts-dir", str(serving_root), "--no-build"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        )
+    assert proc.returncode == 1 and "already in use" in proc.stderr, proc.stderr
     assert "CUDAExecutionProvider" in subprocess.run(
         [sys.executable, "-m", "serving.serve", "--help"], cwd=REPO_ROOT, capture_output=True,
         text=True, timeout=60, check=True,

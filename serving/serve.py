@@ -150,13 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         engine.check(settings)
         # Fail before a long build/model load, and never announce someone else's server as ours.
         # Every port the engine binds (Triton also takes port+1 for gRPC and port+2 for metrics).
-        ports = engine.ports(settings) if hasattr(engine, "ports") else [settings.port]
-        busy = [p for p in ports if port_in_use(settings.host, p)]
-        if not args.build_only and busy:
-            raise RuntimeError(
-                f"port(s) {busy} on {settings.host} already in use (engine {settings.engine} binds "
-                f"{ports}); pick another with --port"
-            )
+        if not args.build_only:
+            ports = engine.ports(settings)
+            busy = [p for p in ports if port_in_use(settings.host, p)]
+            if busy:
+                raise RuntimeError(
+                    f"port(s) {busy} on {settings.host} already in use (engine {settings.engine} "
+                    f"binds {ports}); pick another with --port"
+                )
         if not args.no_build:
             ensure_artifacts(engine, settings)
         if args.build_only:

@@ -470,6 +470,9 @@ class RunnerEngine:
         """The file or directory this engine loads (must exist before ``serve``)."""
         raise NotImplementedError
 
+    def ports(self, settings: EngineSettings) -> list[int]:
+        return [settings.port]
+
     def check(self, settings: EngineSettings) -> None:
         fmt = settings.format or self.default_format
         if fmt not in self.formats:

@@ -44,6 +44,10 @@ class Engine(Protocol):
         """The file or directory ``serve`` loads; the CLI trains/exports when it is missing."""
         ...
 
+    def ports(self, settings: EngineSettings) -> list[int]:
+        """Every TCP port ``serve`` binds; the CLI refuses to start when one is taken."""
+        ...
+
     def check(self, settings: EngineSettings) -> None:
         """Raise :class:`EngineUnavailable` if this engine cannot serve ``settings`` here.
 

@@ -122,6 +122,9 @@ class Engine:
     def artifact_path(self, settings: EngineSettings) -> Path:
         return settings.format_dir(settings.format or self.default_format)
 
+    def ports(self, settings: EngineSettings) -> list[int]:
+        return [settings.port]
+
     def check(self, settings: EngineSettings) -> None:
         fmt = settings.format or self.default_format
         if fmt not in self.formats:

@@ -65,13 +65,15 @@ def load_bigvul(path: str | os.PathLike | None = None) -> pd.DataFrame:
 
 
 def make_examples(rows: pd.DataFrame, paired: bool = True) -> tuple[pd.DataFrame, ExampleStats]:
-    """Turn BigVul rows into ``(text, label, group)`` examples.
+    """Turn BigVul rows into ``(text, label, group, pair)`` examples.
 
     Every row gives ``(func_before, vul)``. With ``paired`` (the default), each vulnerable row
     whose fix differs also gives ``(func_after, 0)``: the same function, patched. Empty
     functions and exact duplicates are dropped; a text seen with both labels is dropped
     entirely (it cannot be learned and would leak across splits). The group is the fixing
     commit (falling back to the CVE, then the row index), so a function and its fix share one.
+    ``pair`` is the source row's index: a vulnerable function and its own fix share it (the
+    pairwise accuracy of :func:`study.metrics.pair_accuracy`).
     """
     stats = ExampleStats(rows=len(rows))
     group = rows["commit_id"].astype("string")
@@ -80,13 +82,15 @@ def make_examples(rows: pd.DataFrame, paired: bool = True) -> tuple[pd.DataFrame
     group = group.fillna(pd.Series(rows.index.astype(str), index=rows.index, dtype="string"))
     vul = pd.to_numeric(rows["vul"], errors="coerce").fillna(0).astype(int).clip(0, 1)
 
-    parts = [pd.DataFrame({"text": rows["func_before"], "label": vul, "group": group})]
+    pair = pd.Series(rows.index.astype(str), index=rows.index, dtype="string")
+    parts = [pd.DataFrame({"text": rows["func_before"], "label": vul, "group": group, "pair": pair})]
     if paired:
         after = rows["func_after"]
         fix_differs = (vul == 1) & after.notna() & (after != rows["func_before"])
         stats.paired_negatives = int(fix_differs.sum())
         parts.append(
-            pd.DataFrame({"text": after[fix_differs], "label": 0, "group": group[fix_differs]})
+            pd.DataFrame({"text": after[fix_differs], "label": 0, "group": group[fix_differs],
+                          "pair": pair[fix_differs]})
         )
     ex = pd.concat(parts, ignore_index=True)
     stats.examples_before_dedup = len(ex)

@@ -32,7 +32,7 @@ def test_paired_examples_and_drop_counts():
     # duplicates row 0 (text+label) in another commit; row 5 (no commit) falls back to its CVE
     assert st.dropped_empty == 1
     assert st.dropped_duplicates == 2  # row 4's before and its paired after
-    assert set(ex.columns) == {"text", "label", "group"}
+    assert set(ex.columns) == {"text", "label", "group", "pair"}
     assert ex["text"].str.strip().ne("").all()
     assert "CVE-9" in set(ex["group"])
     fix = ex[ex["text"] == "int a(){X;}"]

@@ -80,6 +80,10 @@ class EnergyRecord:
     n_samples: int = 0
     flags: list[str] = field(default_factory=list)
     meter: dict[str, Any] = field(default_factory=dict)
+    # Seconds of the window each summed device was covered by samples, and the smallest
+    # covered share over the summed devices (net energy is computed over covered time only).
+    per_device_covered_s: dict[str, float] = field(default_factory=dict)
+    coverage: float = 1.0
     # Series that are *not* summed into gross_j: CodeCarbon's independent estimate and
     # per-process attributions ("pid:<n>"), keyed by device: {energy_j, source, kind, …}.
     cross_checks: dict[str, dict[str, Any]] = field(default_factory=dict)

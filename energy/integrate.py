@@ -223,14 +223,20 @@ def window_record(
     *,
     name: str,
     idle_w: float | None = None,
+    idle_w_per_device: dict[str, float] | None = None,
     meter: dict[str, Any] | None = None,
     gap_threshold_s: float | None = None,
     edge_tolerance_s: float | None = None,
 ) -> EnergyRecord:
     """Build the :class:`EnergyRecord` of window ``name`` = ``[t0, t1]`` from raw readings.
 
-    ``gross_j`` sums the machine-level devices; ``net_j = gross_j − idle_w × duration_s`` when
-    ``idle_w`` is given. Cross-check series (CodeCarbon, per-process estimates) go to
+    ``gross_j`` sums the machine-level devices. Net energy subtracts the idle baseline over the
+    time each device was actually *covered* by samples, never over uncovered time (whose energy
+    was not counted either): with ``idle_w_per_device`` (W per device, from the idle window's
+    :func:`idle_power_per_device`) ``net_j = Σ_d (E_d − idle_d × covered_d)``; with a scalar
+    ``idle_w`` the machine baseline is scaled by the devices' mean coverage. ``coverage`` is the
+    smallest covered share of the window over the summed devices (1.0 = fully covered).
+    Cross-check series (CodeCarbon, per-process estimates) go to
     ``cross_checks``. ``source`` joins the device sources (``"nvml-counter+rapl"``); ``kind`` is
     ``"estimated"`` as soon as one summed device is estimated. When the readings hold only
     cross-check series (``meter="codecarbon"`` alone), CodeCarbon's series is the figure.
@@ -275,9 +281,20 @@ def window_record(
         flags.append(f"devices without energy in the window (not summed): {', '.join(missing)}")
     sources = sorted({s for d in primary for s in d.source.split("+") if s})
     kind = "estimated" if (not primary or any(d.kind == "estimated" for d in primary)) else "measured"
+    covered = {d.device: d.covered_s for d in summed}
+    coverage = (min((covered.get(d.device, 0.0) for d in primary), default=0.0) / duration_s
+                if duration_s > 0 else 1.0)
     net_j = None
-    if gross_j is not None and idle_w is not None:
-        net_j = gross_j - idle_w * duration_s
+    if gross_j is not None and idle_w_per_device:
+        missing_idle = sorted(set(covered) - set(idle_w_per_device))
+        if missing_idle:
+            flags.append(f"no idle baseline for {', '.join(missing_idle)}: net not computed")
+        else:
+            net_j = sum(d.energy_j - idle_w_per_device[d.device] * d.covered_s for d in summed)  # type: ignore[operator]
+            idle_w = sum(idle_w_per_device[d] for d in covered)
+    elif gross_j is not None and idle_w is not None:
+        mean_cov = (sum(covered.values()) / (len(covered) * duration_s)) if duration_s > 0 else 1.0
+        net_j = gross_j - idle_w * duration_s * mean_cov
     rec = EnergyRecord(
         name=name,
         start_unix_s=t0,
@@ -289,9 +306,25 @@ def window_record(
         source="+".join(sources) if sources else "none",
         kind=kind,
         per_device_j={d.device: d.energy_j for d in summed},  # type: ignore[misc]
+        per_device_covered_s=covered,
+        coverage=min(1.0, coverage),
         n_samples=sum(d.n_samples for d in primary),
         flags=flags,
         meter=dict(meter or {}),
         cross_checks=cross,
     )
     return rec
+
+
+def idle_power_per_device(record: EnergyRecord | None) -> dict[str, float] | None:
+    """Mean power (W) of each summed device over the time it was covered in an idle window:
+    ``E_d / covered_d`` — the baseline :func:`window_record` subtracts per device."""
+    if record is None or not record.per_device_j:
+        return None
+    out = {}
+    for dev, e in record.per_device_j.items():
+        cov = record.per_device_covered_s.get(dev, 0.0)
+        if e is None or cov <= 0:
+            return None
+        out[dev] = e / cov
+    return out

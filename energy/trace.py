@@ -188,6 +188,7 @@ def record_from_readings(
     *,
     name: str = "window",
     idle_w: float | None = None,
+    idle_w_per_device: dict[str, float] | None = None,
     meter: dict[str, Any] | None = None,
 ) -> EnergyRecord:
     """Same as :func:`record_from_csv` for readings already in memory."""
@@ -196,7 +197,8 @@ def record_from_readings(
         r.device: {"source": r.source, "kind": r.kind} for r in readings if r.flag != "gap"
     }
     m = {"devices": devices, **(meter or {})}
-    return window_record(readings, start_unix_s, end_unix_s, name=name, idle_w=idle_w, meter=m)
+    return window_record(readings, start_unix_s, end_unix_s, name=name, idle_w=idle_w,
+                         idle_w_per_device=idle_w_per_device, meter=m)
 
 
 def record_from_csv(
@@ -205,16 +207,19 @@ def record_from_csv(
     end_unix_s: float | str,
     name: str = "window",
     idle_w: float | None = None,
+    idle_w_per_device: dict[str, float] | None = None,
 ) -> EnergyRecord:
     """Energy of ``[start_unix_s, end_unix_s]`` in a sidecar power CSV.
 
     ``start_unix_s``/``end_unix_s`` are Unix seconds, or mark names (the last mark of that
-    name). ``idle_w`` (W) gives ``net_j``. Uses the same integration as in-process windows.
+    name). ``idle_w`` (W), or better ``idle_w_per_device``, gives ``net_j`` (over covered time,
+    see :func:`energy.integrate.window_record`). Uses the same integration as in-process windows.
     """
     t0 = mark_time(power_csv, start_unix_s) if isinstance(start_unix_s, str) else float(start_unix_s)
     t1 = mark_time(power_csv, end_unix_s) if isinstance(end_unix_s, str) else float(end_unix_s)
     return record_from_readings(
-        read_readings(power_csv), t0, t1, name=name, idle_w=idle_w, meter={"trace": str(power_csv)}
+        read_readings(power_csv), t0, t1, name=name, idle_w=idle_w,
+        idle_w_per_device=idle_w_per_device, meter={"trace": str(power_csv)}
     )
 
 

@@ -174,3 +174,36 @@ def test_no_samples_gives_none_with_a_flag():
 def test_reversed_window_is_an_error(synth):
     with pytest.raises(ValueError, match="before its start"):
         device_energy(synth.power_trace(lambda t: 1.0, 1.0), 10.0, 5.0)
+
+
+def test_net_is_computed_over_covered_time_only(synth):
+    # 100 W sampled for 6 s of a 10 s window: 600 J counted; the idle 40 W is subtracted over
+    # the 6 covered seconds (360 J net), not the full 10 s (which would give 200 J).
+    rs = synth.power_trace(lambda t: 100.0, 6.0, device="cpu", source="estimate", kind="estimated")
+    rec = window_record(rs, synth.T0, synth.T0 + 10.0, name="steady", idle_w=40.0)
+    assert rec.gross_j == pytest.approx(600.0, rel=REL)
+    assert rec.net_j == pytest.approx(360.0, rel=REL)
+    assert rec.coverage == pytest.approx(0.6, rel=REL)
+    assert any("not covered" in f for f in rec.flags)
+
+
+def test_net_per_device_over_each_devices_covered_time(synth):
+    # cpu: 50 W over the whole 10 s (idle 20 W); gpu: 200 W for the first 5 s only (idle 50 W).
+    cpu = synth.power_trace(lambda t: 50.0, 10.0, device="cpu", source="estimate", kind="estimated")
+    gpu = synth.power_trace(lambda t: 200.0, 5.0, device="gpu0")
+    rec = window_record(cpu + gpu, synth.T0, synth.T0 + 10.0, name="steady",
+                        idle_w_per_device={"cpu": 20.0, "gpu0": 50.0})
+    assert rec.gross_j == pytest.approx(1500.0, rel=REL)
+    assert rec.net_j == pytest.approx((500.0 - 200.0) + (1000.0 - 250.0), rel=REL)
+    assert rec.per_device_covered_s == {"cpu": pytest.approx(10.0), "gpu0": pytest.approx(5.0)}
+    assert rec.coverage == pytest.approx(0.5, rel=REL)
+    assert rec.idle_w == pytest.approx(70.0)
+
+
+def test_idle_power_per_device_uses_covered_time(synth):
+    from energy.integrate import idle_power_per_device
+
+    rs = synth.power_trace(lambda t: 30.0, 4.0, device="cpu", source="estimate", kind="estimated")
+    idle = window_record(rs, synth.T0, synth.T0 + 5.0, name="idle")
+    assert idle_power_per_device(idle) == {"cpu": pytest.approx(30.0, rel=REL)}
+    assert idle_power_per_device(None) is None

@@ -50,7 +50,7 @@ import gevent
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from loadtest.protocols import PROTOCOLS, oip_labels, oip_request, vllm_labels, vllm_request
+from loadtest.protocols import PREDICT_FN, PROTOCOLS, oip_request, vllm_request
 from loadtest.summary import RECORD_COLUMNS
 
 
@@ -84,21 +84,22 @@ SEED = _env_num("LOADTEST_SEED", int, 0, 0)
 PHASE = _env("LOADTEST_PHASE", "run")
 
 
-def load_items(path: str | None) -> list[tuple[str, int]]:
-    """``[(text, label), …]`` from the orchestrator's JSONL file (a clear error if unusable)."""
+def load_items(path: str | None) -> list[tuple[str, int, str]]:
+    """``[(text, label, pair), …]`` from the orchestrator's JSONL file (a clear error if
+    unusable); ``pair`` is the vulnerable/fix pair id, ``""`` when the file has none."""
     if not path:
         raise RuntimeError(
             "LOADTEST_REQUESTS is not set: run the load test through `python -m loadtest.run`, "
             "which writes requests.jsonl from the test split"
         )
-    items: list[tuple[str, int]] = []
+    items: list[tuple[str, int, str]] = []
     with open(path, encoding="utf-8") as fh:
         for i, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 d = json.loads(line)
-                items.append((str(d["text"]), int(d["label"])))
+                items.append((str(d["text"]), int(d["label"]), str(d.get("pair") or "")))
             except (ValueError, KeyError) as e:
                 raise ValueError(f"{path}:{i}: need {{'text': str, 'label': 0|1}} ({e})") from e
     if not items:
@@ -145,11 +146,11 @@ class RecordWriter:
 
 WRITER = RecordWriter(_env("LOADTEST_RECORDS_DIR"), PHASE)
 atexit.register(WRITER.close)
-_ITEMS: list[tuple[str, int]] | None = None
+_ITEMS: list[tuple[str, int, str]] | None = None
 _USER_IDS = itertools.count()
 
 
-def items() -> list[tuple[str, int]]:
+def items() -> list[tuple[str, int, str]]:
     global _ITEMS
     if _ITEMS is None:
         _ITEMS = load_items(_env("LOADTEST_REQUESTS"))
@@ -184,7 +185,6 @@ def _on_quitting(**_kw) -> None:
 # --------------------------------------------------------------------------- protocols
 
 REQUEST_FN = {"oip": oip_request, "vllm": vllm_request}
-LABEL_FN = {"oip": oip_labels, "vllm": vllm_labels}
 
 
 def _error_reason(resp: Any) -> str:
@@ -230,7 +230,7 @@ class LoadUser(FastHttpUser):
         self._target += self._rng.expovariate(self._rate)
         return max(0.0, self._target - time.time())
 
-    def _next_batch(self) -> list[tuple[str, int]]:
+    def _next_batch(self) -> list[tuple[str, int, str]]:
         data = items()
         out = [data[(self._cursor + i) % len(data)] for i in range(BATCH)]
         self._cursor = (self._cursor + BATCH) % len(data)
@@ -239,11 +239,12 @@ class LoadUser(FastHttpUser):
     @task
     def infer(self) -> None:
         batch = self._next_batch()
-        texts = [t for t, _ in batch]
-        true = [y for _, y in batch]
+        texts = [t for t, _, _ in batch]
+        true = [y for _, y, _ in batch]
         path, body = REQUEST_FN[PROTOCOL](texts, MODEL)
         target = self._target
         pred: list[int] = []
+        scores: list[float] | None = None
         error = ""
         t_start = time.time()
         try:
@@ -256,7 +257,7 @@ class LoadUser(FastHttpUser):
                     error = _error_reason(resp)
                 else:
                     try:
-                        pred = LABEL_FN[PROTOCOL](resp.json(), len(texts))
+                        pred, scores = PREDICT_FN[PROTOCOL](resp.json(), len(texts))
                     except (ValueError, TypeError) as e:
                         msg = str(e)
                         error = msg if msg.startswith("schema") else "schema: body is not JSON"
@@ -277,4 +278,6 @@ class LoadUser(FastHttpUser):
             " ".join(map(str, true)),
             " ".join(map(str, pred)),
             "" if target is None else f"{target:.6f}",
+            "" if not scores else " ".join(f"{x:.6g}" for x in scores),
+            " ".join(p or "-" for _, _, p in batch),
         ])

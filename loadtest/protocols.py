@@ -26,6 +26,13 @@ def oip_request(texts: list[str], model: str) -> tuple[str, bytes]:
 
 def oip_labels(payload: Any, n: int) -> list[int]:
     """Predicted labels from an OIP v2 infer response; ``ValueError("schema: …")`` if malformed."""
+    return oip_prediction(payload, n)[0]
+
+
+def oip_prediction(payload: Any, n: int) -> tuple[list[int], list[float] | None]:
+    """(labels, positive-class scores) of an OIP v2 infer response. The score is
+    ``logit₁ − logit₀`` (:func:`study.metrics.logit_score`), ``None`` without a LOGITS output;
+    ``ValueError("schema: …")`` if malformed."""
     if not isinstance(payload, dict) or not isinstance(payload.get("outputs"), list):
         raise ValueError("schema: no 'outputs' list")
     outs = {o.get("name"): o for o in payload["outputs"] if isinstance(o, dict)}
@@ -38,13 +45,19 @@ def oip_labels(payload: Any, n: int) -> list[int]:
         logits = outs["LOGITS"].get("data")
         if not isinstance(logits, list) or len(logits) != 2 * n:
             raise ValueError("schema: LOGITS is not [batch, 2]")
+        try:
+            scores = [float(logits[2 * i + 1]) - float(logits[2 * i]) for i in range(n)]
+        except (TypeError, ValueError):
+            raise ValueError("schema: LOGITS values are not numbers") from None
+    else:
+        scores = None
     try:
         out = [int(x) for x in labels]
     except (TypeError, ValueError):
         raise ValueError("schema: LABEL values are not integers") from None
     if any(x not in (0, 1) for x in out):
         raise ValueError("schema: LABEL outside {0, 1}")
-    return out
+    return out, scores
 
 
 def vllm_request(texts: list[str], model: str) -> tuple[str, bytes]:
@@ -57,10 +70,19 @@ def vllm_request(texts: list[str], model: str) -> tuple[str, bytes]:
 
 def vllm_labels(payload: Any, n: int) -> list[int]:
     """Predicted labels from a vLLM classify response (argmax of ``probs``, ordered by index)."""
+    return vllm_prediction(payload, n)[0]
+
+
+def vllm_prediction(payload: Any, n: int) -> tuple[list[int], list[float]]:
+    """(labels, positive-class scores) of a vLLM classify response; the score is
+    ``log p₁ − log p₀``, the same logit difference the OIP engines give."""
     from serving.engines.vllm import parse_classify_response
 
     try:
-        _, labels = parse_classify_response(payload, n)
+        logits, labels = parse_classify_response(payload, n)
     except (ValueError, TypeError, AttributeError) as e:
         raise ValueError(f"schema: {e}") from None
-    return [int(x) for x in labels]
+    return [int(x) for x in labels], [float(a[1] - a[0]) for a in logits]
+
+
+PREDICT_FN = {"oip": oip_prediction, "vllm": vllm_prediction}

@@ -31,8 +31,15 @@ from typing import Any
 from energy import stats
 from energy.base import J_PER_WH, EnergyRecord
 from energy.stats import get_path, percentile
+from study.metrics import classification_metrics
 
 PERCENTILES = (50, 90, 95, 99)
+# A steady window whose samples cover less than this share is degraded (kept, never averaged
+# with ok repeats); so is one that drew less than its idle baseline.
+DEGRADED_COVERAGE = 0.95
+DEGRADED_FLAGS = ("partial_coverage", "negative_net")
+# Open loop: answering less than this share of the offered rate is a warning.
+TARGET_RATE_FRACTION = 0.95
 DEFAULT_MAX_ERROR_RATE = 0.05
 # An open-loop arrival that starts more than this after its scheduled time counts as "late".
 DEFAULT_LATE_THRESHOLD_MS = 10.0
@@ -48,6 +55,8 @@ RECORD_COLUMNS = (
     "true",  # true labels, space-separated
     "pred",  # predicted labels, space-separated ("" when the response had none)
     "target_unix_s",  # open loop: the scheduled arrival time ("" for closed loop)
+    "score",  # positive-class scores (logit₁ − logit₀), space-separated ("" when none)
+    "pair",  # vulnerable/fix pair ids of the items, space-separated ("-" for an unpaired item)
 )
 
 # Metrics that get a 95 % CI across repeats (dotted paths into a repeat summary).
@@ -56,8 +65,11 @@ CI_METRICS = (
     "energy_per_1k_wh.net",
     "j_per_request.gross",
     "j_per_request.net",
+    "j_per_request.server",
     "co2_per_1k_g.gross",
     "co2_per_1k_g.net",
+    "co2_per_1k_g.server",
+    "attribution.server_share",
     "throughput_rps",
     "latency_ms.mean",
     "latency_ms.p50",
@@ -66,6 +78,12 @@ CI_METRICS = (
     "latency_ms.p99",
     "served.accuracy",
     "served.f1",
+    "served.mcc",
+    "served.balanced_accuracy",
+    "served.roc_auc",
+    "served.pair_accuracy",
+    "served.baseline_f1",
+    "energy_per_1k_wh.server",
     "energy.inference.gross_j",
     "energy.inference.net_j",
     "energy.idle.idle_w",
@@ -118,7 +136,7 @@ def co2_per_1k_g(
             return None
         return wh / 1000.0 * grid_gco2_per_kwh
 
-    return {"gross": g(per_1k_wh.get("gross")), "net": g(per_1k_wh.get("net"))}
+    return {k: g(per_1k_wh.get(k)) for k in ("gross", "net", *(k for k in per_1k_wh if k not in ("gross", "net")))}
 
 
 def idle_power_w(record: EnergyRecord | None) -> float | None:
@@ -147,35 +165,25 @@ def mean_ci95(values: Sequence[float]) -> tuple[float | None, list[float] | None
     return s.mean, None if s.ci95 is None else list(s.ci95)
 
 
-def classification_scores(pairs: Iterable[tuple[int, int]]) -> dict[str, float | int | None]:
-    """Accuracy, F1, precision, recall (positive class 1) and ``n_scored`` of (true, pred) pairs.
-
-    Precision/recall/F1 are 0.0 when their denominator is zero (sklearn's ``zero_division=0``);
-    everything is ``None`` when nothing was scored.
-    """
-    tp = fp = fn = tn = 0
-    for t, p in pairs:
-        if t == 1 and p == 1:
-            tp += 1
-        elif t == 0 and p == 1:
-            fp += 1
-        elif t == 1:
-            fn += 1
-        else:
-            tn += 1
-    n = tp + fp + fn + tn
-    if n == 0:
-        return {"accuracy": None, "f1": None, "precision": None, "recall": None, "n_scored": 0}
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "accuracy": (tp + tn) / n,
-        "f1": f1,
-        "precision": precision,
-        "recall": recall,
-        "n_scored": n,
-    }
+def served_scores(records: Iterable[RequestRecord]) -> dict[str, Any]:
+    """Served accuracy of the successful requests: :func:`study.metrics.classification_metrics`
+    (the same function that scores training) over every item whose prediction came back, with
+    ROC-AUC and pair accuracy when every such item also has a score."""
+    y: list[int] = []
+    p: list[int] = []
+    s: list[float] = []
+    pair: list[str | None] = []
+    for r in records:
+        if not r.ok or len(r.pred) != len(r.true):
+            continue
+        y.extend(r.true)
+        p.extend(r.pred)
+        if len(r.scores) == len(r.true):
+            s.extend(r.scores)
+        pair.extend(r.pairs if len(r.pairs) == len(r.true) else [None] * len(r.true))
+    full = len(s) == len(y)
+    return classification_metrics(y, p, s if full and y else None,
+                                  [None if x in (None, "-") else x for x in pair] if full else None)
 
 
 # --------------------------------------------------------------------------- request records
@@ -193,6 +201,8 @@ class RequestRecord:
     true: tuple[int, ...] = ()
     pred: tuple[int, ...] = ()
     target_unix_s: float | None = None
+    scores: tuple[float, ...] = ()
+    pairs: tuple[str, ...] = ()
 
     @property
     def latency_ms(self) -> float:
@@ -241,6 +251,8 @@ def read_request_records(paths: Iterable[str | os.PathLike[str]]) -> list[Reques
                             true=_labels(row.get("true") or ""),
                             pred=_labels(row.get("pred") or ""),
                             target_unix_s=float(target) if target else None,
+                            scores=tuple(float(x) for x in (row.get("score") or "").split()),
+                            pairs=tuple((row.get("pair") or "").split()),
                         )
                     )
                 except (KeyError, TypeError, ValueError):
@@ -273,6 +285,8 @@ def record_row(r: RequestRecord) -> list[str]:
         " ".join(str(x) for x in r.true),
         " ".join(str(x) for x in r.pred),
         "" if r.target_unix_s is None else f"{r.target_unix_s:.6f}",
+        " ".join(f"{x:.6g}" for x in r.scores),
+        " ".join(r.pairs),
     ]
 
 
@@ -305,15 +319,12 @@ def request_stats(
     ok = [r for r in records if r.ok]
     failed = [r for r in records if not r.ok]
     errors = Counter(r.error or "unknown" for r in failed)
-    pairs = [
-        (t, p) for r in ok if len(r.pred) == len(r.true) for t, p in zip(r.true, r.pred, strict=True)
-    ]
     out: dict[str, Any] = {
         "requests": {"ok": len(ok), "failed": len(failed), "errors": dict(sorted(errors.items()))},
         "items_ok": sum(r.n_items for r in ok),
         "throughput_rps": (len(ok) / duration_s) if duration_s > 0 else None,
         "latency_ms": latency_summary([r.latency_ms for r in ok]),
-        "served": classification_scores(pairs),
+        "served": served_scores(ok),
         "latency_from_intended_ms": None,
         "open_loop": None,
     }
@@ -409,14 +420,20 @@ def aggregate_repeats(repeats: list[dict[str, Any]]) -> dict[str, Any]:
     the **ok** repeats, ``ci95`` for :data:`CI_METRICS`, and every repeat (failed ones too) under
     ``repeats``.
 
-    ``status`` is ``"ok"`` only when every repeat is ok; a failed repeat is never averaged in —
+    ``status`` is ``"ok"`` when no repeat failed; a ``degraded`` repeat (partial coverage,
+    negative net) is left out of the mean when ok repeats exist, and is the mean (status
+    ``degraded``) when none does. A failed repeat is never averaged in —
     it is listed under ``repeats`` with its reason, counted in ``n_failed_repeats``, and named in
     the top-level ``failure_reason``. When no repeat is ok the numeric fields are ``None``.
     """
     if not repeats:
         raise ValueError("aggregate_repeats needs at least one repeat summary")
     ok = [r for r in repeats if r.get("status") == "ok"]
-    failed = [(i + 1, r) for i, r in enumerate(repeats) if r.get("status") != "ok"]
+    degraded = [r for r in repeats if r.get("status") == "degraded"]
+    failed = [(i + 1, r) for i, r in enumerate(repeats) if r.get("status") not in ("ok", "degraded")]
+    only_degraded = not ok and bool(degraded)
+    if only_degraded:
+        ok = degraded  # nothing better to show: their mean, labelled degraded below
     if ok:
         top = _mean_tree(ok)
     else:
@@ -443,13 +460,18 @@ def aggregate_repeats(repeats: list[dict[str, Any]]) -> dict[str, Any]:
     top["n_repeats"] = len(repeats)
     top["n_ok_repeats"] = len(ok)
     top["n_failed_repeats"] = len(failed)
+    top["n_degraded_repeats"] = len(degraded)
+    if degraded and not only_degraded:
+        top["warnings"] = [*(top.get("warnings") or []),
+                           f"{len(degraded)} degraded repeat(s) left out of the mean (see repeats)"]
+    top["flags"] = sorted({f for r in repeats for f in (r.get("flags") or [])})
     if failed:
         top["status"] = "failed"
         top["failure_reason"] = "; ".join(
             f"repeat {k}: {r.get('failure_reason') or 'failed'}" for k, r in failed
         )
     else:
-        top["status"] = "ok"
+        top["status"] = "degraded" if only_degraded else "ok"
         top["failure_reason"] = None
     top["repeats"] = repeats
     return top
@@ -483,6 +505,9 @@ def compose_repeat_summary(
     setup_failure: str | None = None,
     late_threshold_ms: float = DEFAULT_LATE_THRESHOLD_MS,
     warnings: Sequence[str] = (),
+    flags: Sequence[str] = (),
+    attribution: dict[str, Any] | None = None,
+    stability: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``summary.json`` of one repeat (docs/interfaces.md's schema, every field present).
@@ -492,6 +517,13 @@ def compose_repeat_summary(
     seconds (the requests that completed inside it are counted); ``energy`` the records named
     ``system``, ``idle``, ``inference`` (and optionally ``warmup``). ``setup_failure`` marks a
     repeat that never reached its steady window (server never ready, sidecar down, …).
+    ``attribution`` is :class:`energy.attribution.Attribution` as a dict (its ``server_j``
+    gives ``energy_per_1k_wh.server``); ``stability`` the ``--stable`` monitor's block.
+
+    ``flags`` (machine-readable codes; each also explained in ``warnings``) gain
+    ``partial_coverage`` / ``negative_net`` (→ status ``degraded``: kept and shown, never
+    averaged with ok repeats), ``not_stable``, ``target_rate_not_achieved``,
+    ``count_mismatch`` and ``client_saturated`` as they apply.
     """
     if window is not None:
         t0, t1 = window
@@ -502,13 +534,54 @@ def compose_repeat_summary(
     rs = request_stats(recs, duration_s, late_threshold_ms=late_threshold_ms)
     n_ok = rs["requests"]["ok"]
     inf = energy.get("inference")
-    per_1k = energy_per_1k(inf, n_ok)
+    attribution = attribution or {}
+    server_j = attribution.get("server_j")
+    per_1k = {**energy_per_1k(inf, n_ok), "server": energy_per_1k_wh(server_j, n_ok)}
     warns = list(warnings)
-    client_counted = rs["requests"]["ok"] + rs["requests"]["failed"]
+    flag_list = list(flags)
+    # The server counts every request of the steady phase; so does the client, over all its
+    # records (with --stable the measured window is only the last sub-windows of the phase).
+    client_counted = len(records)
     if server_counted is not None and server_counted != client_counted:
+        flag_list.append("count_mismatch")
         warns.append(
-            f"client counted {client_counted} requests, the server's metrics {server_counted:g}"
+            f"count_mismatch: client counted {client_counted} requests, the server's metrics {server_counted:g}"
         )
+    if inf is not None and inf.gross_j is not None:
+        if inf.coverage < DEGRADED_COVERAGE:
+            flag_list.append("partial_coverage")
+            warns.append(f"partial_coverage: samples cover {inf.coverage:.0%} of the steady window "
+                         f"(< {DEGRADED_COVERAGE:.0%}): the repeat is degraded")
+        if inf.net_j is not None and inf.net_j < 0:
+            flag_list.append("negative_net")
+            warns.append("negative_net: the steady window drew less than the idle baseline: the "
+                         "repeat is degraded")
+    if stability is not None and not stability.get("stable"):
+        flag_list.append("not_stable")
+        warns.append(f"not_stable: no 3 consecutive sub-windows agreed within ±10 % in "
+                     f"{len(stability.get('windows') or [])} sub-windows")
+    target = load.get("rps")
+    if target and rs["open_loop"] is not None:
+        achieved = rs["throughput_rps"] or 0.0
+        rs["open_loop"].update(target_rps=target, goodput_rps=achieved,
+                               achieved_fraction=achieved / target)
+        if achieved < TARGET_RATE_FRACTION * target:
+            flag_list.append("target_rate_not_achieved")
+            warns.append(f"target_rate_not_achieved: {achieved:.1f} req/s answered of {target:g} "
+                         f"req/s offered ({achieved / target:.0%}; {rs['open_loop']['late_fraction']:.0%} "
+                         f"of arrivals late)")
+    if client_cpu and client_cpu.get("saturated"):
+        flag_list.append("client_saturated")
+        warns.append("a Locust process was near 100 % CPU: the client may be the bottleneck "
+                     "(use --workers)")
+    # Open loop: latency as the user meets it, from the intended send time (coordinated
+    # omission corrected); the service time from the actual send stays beside it.
+    latency_basis = "sent"
+    latency_from_sent = None
+    if rs["latency_from_intended_ms"] is not None:
+        latency_basis = "intended"
+        latency_from_sent = rs["latency_ms"]
+        rs["latency_ms"] = rs["latency_from_intended_ms"]
     reason = setup_failure or failure_reason(
         n_ok=n_ok,
         n_failed=rs["requests"]["failed"],
@@ -519,8 +592,9 @@ def compose_repeat_summary(
     )
     sources = sorted({r.source for r in energy.values() if r is not None and r.source != "none"})
     kinds = {r.kind for r in energy.values() if r is not None}
+    degraded = [f for f in flag_list if f in DEGRADED_FLAGS]
     out: dict[str, Any] = {
-        "status": "failed" if reason else "ok",
+        "status": "failed" if reason else ("degraded" if degraded else "ok"),
         "failure_reason": reason,
         "run_id": meta.get("run_id"),
         "engine": meta.get("engine"),
@@ -533,20 +607,37 @@ def compose_repeat_summary(
         "items_ok": rs["items_ok"],
         "throughput_rps": rs["throughput_rps"],
         "latency_ms": rs["latency_ms"],
+        "latency_basis": latency_basis,
+        "latency_from_sent_ms": latency_from_sent,
         "latency_from_intended_ms": rs["latency_from_intended_ms"],
         "open_loop": rs["open_loop"],
         "served": rs["served"],
         "energy": {k: (None if v is None else v.to_dict()) for k, v in energy.items()},
         "energy_per_1k_wh": per_1k,
+        "energy_scope": {
+            "gross": "whole machine over the steady window (server + load client + everything else)",
+            "net": "gross minus the idle baseline over the covered time (server + client load)",
+            "server": "the server's process tree by CPU time (+ all GPU energy); see attribution",
+        },
+        "attribution": {k: attribution.get(k) for k in (
+            "method", "server_cpu_s", "client_cpu_s", "other_cpu_s", "server_share", "server_j",
+            "client_j", "rest_j", "per_device", "flags", "affinity")} if attribution else None,
+        "stability": stability,
+        "flags": sorted(set(flag_list)),
         # Independent series beside the primary meter (CodeCarbon, per-process attributions),
         # never summed into it: Wh per 1k ok requests of each, for comparison, each labelled
         # with its own source and kind like every other energy figure.
         "cross_checks_per_1k_wh": {
             dev: {"wh": energy_per_1k_wh(cc.get("energy_j"), n_ok),
+                  # the same server share applied to the cross-check's own series
+                  "server_wh": energy_per_1k_wh(
+                      None if cc.get("energy_j") is None or attribution.get("server_share") is None
+                      else cc["energy_j"] * attribution["server_share"], n_ok),
                   "source": cc.get("source"), "kind": cc.get("kind")}
             for dev, cc in (inf.cross_checks if inf is not None else {}).items()
         },
-        "j_per_request": j_per_request(inf, n_ok),
+        "j_per_request": {**j_per_request(inf, n_ok),
+                          "server": None if server_j is None or n_ok <= 0 else server_j / n_ok},
         "co2_per_1k_g": co2_per_1k_g(per_1k, grid_gco2_per_kwh),
         "country": country,
         "grid_gco2_per_kwh": grid_gco2_per_kwh,

@@ -74,6 +74,8 @@ def classification_metrics(
     examples, one class only, no scores) are ``None``, never a made-up number. Precision,
     recall and F1 are 0.0 when undefined (``zero_division=0``).
     """
+    import warnings
+
     from sklearn import metrics as skm
 
     y = np.asarray(labels, dtype=int)
@@ -91,7 +93,7 @@ def classification_metrics(
         f1=float(skm.f1_score(y, p, pos_label=1, zero_division=0)),
         precision=float(skm.precision_score(y, p, pos_label=1, zero_division=0)),
         recall=float(skm.recall_score(y, p, pos_label=1, zero_division=0)),
-        mcc=float(skm.matthews_corrcoef(y, p)),
+        mcc=_mcc(skm, y, p, warnings),
         balanced_accuracy=float(skm.balanced_accuracy_score(y, p)) if both else None,
         baseline_f1=baseline_f1(y),
         predicted_positive_rate=float((p == 1).mean()),
@@ -105,6 +107,12 @@ def classification_metrics(
         if pairs is not None:
             out["pair_accuracy"], out["n_pairs"] = pair_accuracy(y, s, pairs)
     return out
+
+
+def _mcc(skm: Any, y: np.ndarray, p: np.ndarray, warnings: Any) -> float:
+    with warnings.catch_warnings():  # one class only: sklearn warns, and MCC is 0 by definition
+        warnings.simplefilter("ignore", UserWarning)
+        return float(skm.matthews_corrcoef(y, p))
 
 
 def at_chance(mcc: float | None, mcc_ci95: Sequence[float] | None = None) -> bool | None:

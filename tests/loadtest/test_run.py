@@ -59,10 +59,19 @@ def _cfg(artifacts_root: Path, tmp_path: Path, **kw) -> RunConfig:
     return RunConfig(**base)
 
 
+def assert_measured(s: dict) -> None:
+    """The run worked: ``ok``, or ``degraded`` only because this shared machine drew less in
+    the steady window than in its idle baseline (another tenant's load moved the baseline)."""
+    why = (s["failure_reason"], s.get("flags"), s.get("warnings"))
+    assert s["status"] in ("ok", "degraded"), why
+    if s["status"] == "degraded":
+        assert set(s["flags"]) & {"partial_coverage", "negative_net"} == {"negative_net"}, why
+
+
 def test_closed_loop_run_writes_complete_summary(artifacts_root, tmp_path):
     (run_dir, s), = run(_cfg(artifacts_root, tmp_path))
     assert run_dir == tmp_path / "load" / "pytorch__v0" / "t"
-    assert s["status"] == "ok", s["failure_reason"]
+    assert_measured(s)
     check_schema(s)
     rep = s["repeats"][0]
     check_schema({**rep, "repeats": []})
@@ -88,13 +97,21 @@ def test_closed_loop_run_writes_complete_summary(artifacts_root, tmp_path):
               "server.log"):
         assert (rd / f).is_file(), f
     assert list((rd / "requests").glob("requests-steady-*.csv"))
-    assert json.loads((rd / "summary.json").read_text())["status"] == "ok"
+    assert json.loads((rd / "summary.json").read_text())["status"] == s["status"]
+    # Attribution: server + client + rest = gross; the server is a part of the machine.
+    att, e = s["attribution"], rep["energy"]["inference"]
+    assert att["server_cpu_s"] > 0 and att["client_cpu_s"] > 0
+    assert att["server_j"] + att["client_j"] + att["rest_j"] == pytest.approx(e["gross_j"], rel=1e-2)
+    assert 0 < att["server_j"] < e["gross_j"] and 0 < att["server_share"] < 1
+    assert s["energy_per_1k_wh"]["server"] < s["energy_per_1k_wh"]["gross"]
+    assert {"settle_start", "settle_end"} <= names
+    assert s["served"]["mcc"] is not None and s["served"]["baseline_f1"] is not None
 
 
 def test_open_loop_run_reports_achieved_rate_and_lateness(artifacts_root, tmp_path):
     (_, s), = run(_cfg(artifacts_root, tmp_path, specs=[LoadSpec(rps=20.0, pool=16)],
                        duration_s=3, idle_s=1, warmup_s=0, run_id="open"))
-    assert s["status"] == "ok", s["failure_reason"]
+    assert_measured(s)
     check_schema(s)
     ol = s["open_loop"]
     assert s["load"]["model"] == "open" and s["load"]["rps"] == 20.0 and s["load"]["pool"] == 16
@@ -151,7 +168,7 @@ def test_server_killed_mid_run_is_marked_failed_without_traceback(artifacts_root
 def test_master_worker_mode_and_request_count(artifacts_root, tmp_path):
     (_, s), = run(_cfg(artifacts_root, tmp_path, workers=1, idle_s=1, warmup_s=0, requests=60,
                        duration_s=5, run_id="mw"))
-    assert s["status"] == "ok", s["failure_reason"]
+    assert_measured(s)
     check_schema(s)
     assert s["load"]["workers"] == 1
     assert s["requests"]["ok"] >= 60
@@ -187,7 +204,7 @@ def test_sweep_attached_to_a_running_server(running_server, artifacts_root, tmp_
                    duration_s=2, idle_s=1, warmup_s=0, run_id="sw"))
     assert [d.name for d, _ in out] == ["sw-users1", "sw-users3"]
     for _, s in out:
-        assert s["status"] == "ok", s["failure_reason"]
+        assert_measured(s)
         check_schema(s)
         assert s["energy"]["system"] is None  # attached: the start-up was not ours to measure
         assert s["energy"]["inference"]["gross_j"] > 0
@@ -207,5 +224,5 @@ def test_server_never_ready_is_a_failed_repeat_with_every_field(tmp_path):
     assert s["status"] == "failed"
     assert "server not ready after 2 s" in s["failure_reason"]
     rep = s["repeats"][0]
-    assert rep["requests"]["ok"] == 0 and rep["energy_per_1k_wh"] == {"gross": None, "net": None}
+    assert rep["requests"]["ok"] == 0 and rep["energy_per_1k_wh"] == {"gross": None, "net": None, "server": None}
     assert (tmp_path / "onnxruntime__v0" / "dead" / "repeat-1" / "summary.json").is_file()

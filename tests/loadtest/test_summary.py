@@ -12,7 +12,6 @@ from energy.trace import TraceWriter, record_from_csv
 from loadtest.summary import (
     RequestRecord,
     aggregate_repeats,
-    classification_scores,
     energy_per_1k,
     energy_per_1k_wh,
     failure_reason,
@@ -23,6 +22,7 @@ from loadtest.summary import (
     percentile,
     read_request_records,
     request_stats,
+    served_scores,
     write_request_records,
 )
 
@@ -105,18 +105,38 @@ def test_mean_ci95_student_t():
     assert t_crit(10_000) == pytest.approx(1.960201, abs=1e-5)
 
 
-def test_classification_scores_known_confusion():
-    # tp=2, fp=1, fn=1, tn=4
+def test_served_scores_known_confusion():
+    # tp=2, fp=1, fn=1, tn=4, in records of two items each (one failed request is not scored)
     pairs = [(1, 1), (1, 1), (0, 1), (1, 0), (0, 0), (0, 0), (0, 0), (0, 0)]
-    s = classification_scores(pairs)
+    recs = [RequestRecord(0.0, 0.01, True, "", 2, (a[0], b[0]), (a[1], b[1]))
+            for a, b in zip(pairs[::2], pairs[1::2], strict=True)]
+    recs.append(RequestRecord(0.0, 0.01, False, "http 503", 2, (1, 1), ()))
+    s = served_scores(recs)
     assert s["n_scored"] == 8
     assert s["accuracy"] == pytest.approx(6 / 8)
     assert s["precision"] == pytest.approx(2 / 3)
     assert s["recall"] == pytest.approx(2 / 3)
     assert s["f1"] == pytest.approx(2 / 3)
-    none = classification_scores([(0, 0), (0, 0)])
+    # MCC = (tp·tn − fp·fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn)) = (8 − 1) / sqrt(3·3·5·5)
+    assert s["mcc"] == pytest.approx(7 / 15)
+    assert s["baseline_f1"] == pytest.approx(2 * (3 / 8) / (1 + 3 / 8))
+    assert s["roc_auc"] is None and s["pair_accuracy"] is None  # no scores in these records
+    none = served_scores([RequestRecord(0.0, 0.01, True, "", 2, (0, 0), (0, 0))])
     assert none["f1"] == 0.0 and none["accuracy"] == 1.0
-    assert classification_scores([])["accuracy"] is None
+    assert served_scores([])["accuracy"] is None
+
+
+def test_served_scores_with_scores_and_pairs():
+    # pair a: vulnerable scores 2.0 > fix 1.0 (won); pair b: vulnerable 0.1 < fix 0.5 (lost)
+    recs = [
+        RequestRecord(0.0, 0.01, True, "", 2, (1, 0), (1, 1), scores=(2.0, 1.0), pairs=("a", "a")),
+        RequestRecord(0.0, 0.01, True, "", 2, (1, 0), (0, 1), scores=(0.1, 0.5), pairs=("b", "b")),
+        RequestRecord(0.0, 0.01, True, "", 1, (0,), (0,), scores=(-3.0,), pairs=("-",)),
+    ]
+    s = served_scores(recs)
+    assert s["pair_accuracy"] == pytest.approx(0.5) and s["n_pairs"] == 2
+    # positives {2.0, 0.1} vs negatives {1.0, 0.5, -3.0}: 3 + 1 of 6 pairs ranked right
+    assert s["roc_auc"] == pytest.approx(4 / 6)
 
 
 def test_request_stats_counts_errors_and_open_loop_lateness():

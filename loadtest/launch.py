@@ -1,0 +1,343 @@
+"""The processes of a load test: the server under test and the Locust client.
+
+:class:`Server` starts ``python -m serving.serve`` in its own process group (or attaches to a
+URL) and says why it stopped serving; :func:`run_locust` runs one headless Locust phase
+(locally, or master + workers) while watching the server. Both honour the CPU affinity of
+:class:`~loadtest.config.RunConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from energy.io import write_text_atomic
+from loadtest.config import (
+    HEALTH_PATH,
+    LOCUSTFILE,
+    RECORDS_SUBDIR,
+    REPO_ROOT,
+    SERVER_COUNTERS,
+    RepeatFailed,
+    RunConfig,
+)
+from loadtest.cpu import affinity_preexec
+from loadtest.shapes import LoadSpec
+from study.prometheus import scrape_sum
+
+
+def free_port(consecutive: int = 1) -> int:
+    """A loopback TCP port that is free now, together with the ``consecutive - 1`` after it
+    (Triton takes HTTP on ``port``, gRPC on ``port + 1``, metrics on ``port + 2``)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + consecutive > 65535:
+            continue
+        try:
+            for q in range(port + 1, port + consecutive):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", q))
+        except OSError:
+            continue
+        return port
+    raise OSError(f"no {consecutive} consecutive free loopback ports found")
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of every child process: this repo importable, offline, few threads."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.update(extra or {})
+    return env
+
+
+def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
+    """(status, body) of a GET; status 0 when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, b""
+
+
+def scrape_count(metrics_url: str, engine: str, model: str | None = None) -> float | None:
+    """Requests the server has counted so far for ``model`` (``None`` when its metrics cannot be
+    read)."""
+    return scrape_sum(metrics_url, SERVER_COUNTERS.get(engine, SERVER_COUNTERS["default"]), model)
+
+
+def tail_line(path: Path, n: int = 3) -> str:
+    """The last non-empty lines of a log, joined, for one-line error messages."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+def stop_process(proc: subprocess.Popen | None, timeout_s: float = 15.0) -> int | None:
+    """SIGTERM, wait, SIGKILL after ``timeout_s``; returns the exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    return proc.returncode
+
+
+# --------------------------------------------------------------------------- Locust
+
+
+@dataclass
+class LocustPhase:
+    """What one Locust invocation produced."""
+
+    exit_code: int | None
+    started_unix_s: float
+    ended_unix_s: float
+    client_cpu: dict[str, Any] | None = None
+    server_failure: str | None = None
+    stopped_early: str | None = None
+
+
+def _count_rows(paths: list[Path]) -> int:
+    n = 0
+    for p in paths:
+        try:
+            with open(p, "rb") as fh:
+                n += max(0, sum(1 for _ in fh) - 1)
+        except OSError:
+            continue
+    return n
+
+
+def run_locust(
+    cfg: RunConfig,
+    spec: LoadSpec,
+    *,
+    url: str,
+    phase: str,
+    run_s: float,
+    rep_dir: Path,
+    requests_file: Path,
+    server_alive: Callable[[], str | None],
+    max_requests: int | None = None,
+    progress: bool = False,
+    client_pids: list[int] | None = None,
+    stop_when: Callable[[], str | None] | None = None,
+) -> LocustPhase:
+    """Run Locust headless (locally, or master + ``cfg.workers`` workers) for ``run_s`` seconds.
+
+    Every ``0.5 s`` the server is checked (``server_alive`` returns why it is down, or None):
+    a dead server stops Locust at once. With ``max_requests`` the phase ends when the client
+    has recorded that many requests. Users finish their in-flight request before stopping
+    (``--stop-timeout``), so every request the server counted is also in the client's records.
+    The Locust pids are appended to ``client_pids`` (the CPU accountant's client group) as they
+    start; ``stop_when`` (e.g. the stability monitor) may end the phase early with a reason.
+    """
+    records_dir = rep_dir / RECORDS_SUBDIR
+    csv_prefix = rep_dir / f"locust-{phase}"
+    env = child_env({
+        "LOADTEST_REQUESTS": str(requests_file),
+        "LOADTEST_RECORDS_DIR": str(records_dir),
+        "LOADTEST_PHASE": phase,
+        "LOADTEST_PROTOCOL": cfg.protocol,
+        "LOADTEST_MODEL": cfg.model_name,
+        "LOADTEST_TIMEOUT_S": repr(cfg.timeout_s),
+        "LOADTEST_SEED": str(cfg.seed),
+        **spec.env(),
+    })
+    run_time = max(1, math.ceil(run_s))
+    stop_timeout = max(1, math.ceil(min(cfg.timeout_s, 30.0)))
+    common = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
+    cmd = [*common, "--headless", "--host", url, *spec.locust_args(), "-t", f"{run_time}s",
+           "--stop-timeout", str(stop_timeout), "--csv", str(csv_prefix), "--only-summary",
+           "--exit-code-on-error", "0", "--logfile", str(rep_dir / f"locust-{phase}.log")]
+    log_fh = open(rep_dir / f"locust-{phase}.out", "ab")  # noqa: SIM115
+    workers: list[subprocess.Popen] = []
+    if cfg.workers > 0:
+        port = free_port()
+        cmd += ["--master", "--expect-workers", str(cfg.workers), "--master-bind-host", "127.0.0.1",
+                "--master-bind-port", str(port)]
+    started = time.time()
+    pin = affinity_preexec(cfg.client_cpus)
+    master = subprocess.Popen(cmd, env=env, stdout=log_fh, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                              preexec_fn=pin)
+    if cfg.workers > 0:
+        for i in range(cfg.workers):
+            workers.append(subprocess.Popen(
+                [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
+                 "--logfile", str(rep_dir / f"locust-{phase}-worker{i}.log")],
+                env=env, stdout=log_fh, stderr=subprocess.STDOUT, cwd=REPO_ROOT, preexec_fn=pin,
+            ))
+    procs = [master, *workers]
+    if client_pids is not None:
+        client_pids.extend(p.pid for p in procs)
+    result = LocustPhase(None, started, started)
+    bar = None
+    t_first: float | None = None
+    if progress:
+        from tqdm import tqdm
+
+        total = max_requests if max_requests else run_time
+        unit = "req" if max_requests else "s"
+        bar = tqdm(total=total, unit=unit, desc=f"  {phase} {spec.label}", leave=False,
+                   dynamic_ncols=True, file=sys.stderr)
+    try:
+        deadline = started + run_time + stop_timeout + 30.0 + (10.0 if cfg.workers else 0.0)
+        while master.poll() is None:
+            time.sleep(0.5)
+            why = server_alive()
+            if why and result.server_failure is None:
+                result.server_failure = why
+                result.stopped_early = why
+                stop_process(master, timeout_s=stop_timeout + 10)
+                break
+            n_rec = None
+            if max_requests is not None or bar is not None:
+                n_rec = _count_rows(sorted(records_dir.glob(f"requests-{phase}-*.csv")))
+            if max_requests is not None and n_rec is not None and n_rec >= max_requests:
+                result.stopped_early = f"reached {max_requests} requests"
+                stop_process(master, timeout_s=stop_timeout + 10)
+                break
+            done = stop_when() if stop_when is not None else None
+            if done:
+                result.stopped_early = done
+                stop_process(master, timeout_s=stop_timeout + 10)
+                break
+            if bar is not None:
+                if n_rec and t_first is None:
+                    t_first = time.time()  # count the phase from its first request
+                elapsed = 0 if t_first is None else int(time.time() - t_first)
+                bar.n = min(bar.total, n_rec if max_requests else elapsed)
+                bar.set_postfix(requests=n_rec, refresh=False)
+                bar.refresh()
+            if time.time() > deadline:
+                result.stopped_early = "Locust did not stop by itself"
+                stop_process(master, timeout_s=10)
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+        stop_process(master, timeout_s=stop_timeout + 10)
+        for w in workers:
+            try:
+                w.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                stop_process(w, timeout_s=5)
+        log_fh.close()
+    result.exit_code = master.returncode
+    result.ended_unix_s = time.time()
+    if result.server_failure is None:
+        # The server may have died in the last half second.
+        result.server_failure = server_alive()
+    return result
+
+
+# --------------------------------------------------------------------------- server
+
+
+class Server:
+    """The engine under test as a child process (``python -m serving.serve``), or an attached
+    URL. ``failure()`` says why it is no longer serving (None while it is)."""
+
+    def __init__(self, cfg: RunConfig, rep_dir: Path) -> None:
+        self.cfg = cfg
+        self.proc: subprocess.Popen | None = None
+        self.log_path = rep_dir / "server.log"
+        self._log: Any = None
+        self._dead_checks = 0
+        default_metrics = None
+        if cfg.url:
+            self.url = cfg.url.rstrip("/")
+        else:
+            self.port = free_port(3 if cfg.engine == "triton" else 1)
+            self.url = f"http://127.0.0.1:{self.port}"
+            if cfg.engine == "triton":
+                # serving.engines.triton: Triton's own metrics on port + 2.
+                mport = os.environ.get("TRITON_METRICS_PORT") or self.port + 2
+                default_metrics = f"http://127.0.0.1:{mport}/metrics"
+        self.metrics_url = cfg.metrics_url or default_metrics or f"{self.url}/metrics"
+        self.health_url = self.url + HEALTH_PATH.get(cfg.engine, HEALTH_PATH["default"])
+
+    def start(self) -> None:
+        if self.cfg.url:
+            return
+        cmd = [sys.executable, "-m", "serving.serve", "--engine", self.cfg.engine,
+               "--variant", self.cfg.variant, "--format", str(self.cfg.format),
+               "--host", "127.0.0.1", "--port", str(self.port),
+               "--artifacts-dir", self.cfg.artifacts_dir, "--model-name", self.cfg.model_name,
+               *self.cfg.server_args]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, env=child_env(), stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=REPO_ROOT, start_new_session=True,
+                                     preexec_fn=affinity_preexec(self.cfg.server_cpus))
+        write_text_atomic(self.log_path.with_name("server.pid"), f"{self.proc.pid}\n")
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RepeatFailed(
+                    f"server exited with code {self.proc.returncode} before it was ready: "
+                    f"{tail_line(self.log_path)} (see {self.log_path})"
+                )
+            if http_get(self.health_url)[0] == 200:
+                return
+            time.sleep(0.2)
+        raise RepeatFailed(f"server not ready after {timeout_s:.0f} s at {self.health_url} (see {self.log_path})")
+
+    def failure(self) -> str | None:
+        """Why the server is not serving any more, or None."""
+        if self.proc is not None:
+            rc = self.proc.poll()
+            return None if rc is None else f"server exited with code {rc} during the steady window"
+        # Attached: three failed health checks in a row (≥ 1.5 s) mean it is gone.
+        if http_get(self.health_url, timeout_s=1.0)[0] == 200:
+            self._dead_checks = 0
+            return None
+        self._dead_checks += 1
+        return f"server at {self.url} stopped answering health checks" if self._dead_checks >= 3 else None
+
+    def stop(self) -> int | None:
+        if self._log is not None and self.proc is None:
+            self._log.close()  # Popen itself failed
+        if self.proc is None:
+            return None
+        rc = stop_process(self.proc, timeout_s=20)
+        # The server leads its own process group: children it started (PyTriton's
+        # tritonserver, a build step) must not outlive it, even when it was SIGKILLed.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(1.0)
+        self._log.close()
+        return rc
+
+

@@ -231,3 +231,54 @@ def test_aggregate_repeats_labels_a_mean_over_different_meters():
     assert any("measured differently" in w for w in top["warnings"])
     same = aggregate_repeats([reps[0], {**reps[0], "energy_per_1k_wh": {"gross": 3.0, "net": 1.0}}])
     assert same["energy_kind"] == "measured" and same["energy_source"] == "rapl"
+
+
+def _inference(gross_j: float, coverage: float = 1.0, net_j: float | None = None):
+    from energy.base import EnergyRecord
+
+    return EnergyRecord(name="inference", start_unix_s=T0, end_unix_s=T0 + 10, duration_s=10.0,
+                        gross_j=gross_j, idle_w=1.0, net_j=gross_j - 10 if net_j is None else net_j,
+                        source="estimate", kind="estimated", per_device_j={"cpu": gross_j},
+                        coverage=coverage)
+
+
+def _summary(records, inference, load=None, **kw):
+    from loadtest.summary import compose_repeat_summary
+
+    return compose_repeat_summary(meta={"engine": "onnxruntime"}, load=load or {"users": 4},
+                                  records=records, window=(T0, T0 + 10.0),
+                                  energy={"inference": inference}, **kw)
+
+
+def test_open_loop_below_target_is_flagged_and_latency_is_from_intended_send():
+    # 10 s, target 100 req/s, 20 answered (each sent 50 ms late, served in 10 ms).
+    recs = [RequestRecord(T0 + i * 0.5 + 0.05, T0 + i * 0.5 + 0.06, True, "", 1, (1,), (1,),
+                          target_unix_s=T0 + i * 0.5) for i in range(20)]
+    s = _summary(recs, _inference(100.0), load={"rps": 100.0, "pool": 10})
+    assert "target_rate_not_achieved" in s["flags"]
+    assert any(w.startswith("target_rate_not_achieved: 2.0 req/s answered of 100") for w in s["warnings"])
+    assert s["open_loop"]["target_rps"] == 100.0 and s["open_loop"]["achieved_fraction"] == pytest.approx(0.02)
+    assert s["latency_basis"] == "intended"
+    assert s["latency_ms"]["p50"] == pytest.approx(60.0, abs=0.01)
+    assert s["latency_from_sent_ms"]["p50"] == pytest.approx(10.0, abs=0.01)
+    closed = _summary([RequestRecord(T0 + 1, T0 + 1.01, True, "", 1, (1,), (1,))], _inference(10.0))
+    assert closed["latency_basis"] == "sent" and "target_rate_not_achieved" not in closed["flags"]
+
+
+def test_partial_coverage_or_negative_net_degrades_a_repeat_and_it_is_not_averaged():
+    recs = [RequestRecord(T0 + i, T0 + i + 0.01, True, "", 1, (1,), (1,)) for i in range(5)]
+    part = _summary(recs, _inference(100.0, coverage=0.9))
+    assert part["status"] == "degraded" and "partial_coverage" in part["flags"]
+    neg = _summary(recs, _inference(5.0, net_j=-5.0))
+    assert neg["status"] == "degraded" and "negative_net" in neg["flags"]
+    good = _summary(recs, _inference(50.0), server_counted=5,
+                    attribution={"server_j": 20.0, "server_share": 0.4, "method": "cpu-time"})
+    assert good["status"] == "ok" and good["flags"] == []
+    assert good["energy_per_1k_wh"]["server"] == pytest.approx(20.0 / 5 * 1000 / 3600)
+    top = aggregate_repeats([good, part])
+    assert top["status"] == "ok" and top["n_degraded_repeats"] == 1
+    assert top["energy_per_1k_wh"]["gross"] == good["energy_per_1k_wh"]["gross"]
+    only = aggregate_repeats([part, neg])
+    assert only["status"] == "degraded"
+    mismatch = _summary(recs, _inference(50.0), server_counted=7)
+    assert "count_mismatch" in mismatch["flags"]

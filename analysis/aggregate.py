@@ -53,10 +53,17 @@ TRAIN_METRICS = (
     *(f"energy_net_kwh.{s}" for s in (*STAGES, "total")),
     "co2_kg",
     "grid_gco2_per_kwh",
+    "energy_kwh.export",
+    "energy_kwh.unaccounted",
     "accuracy",
     "f1",
     "precision",
     "recall",
+    "mcc",
+    "balanced_accuracy",
+    "roc_auc",
+    "baseline_f1",
+    "pair_accuracy",
     "latency_ms",
     "duration_s.total",
     "duration_s.training",
@@ -77,14 +84,29 @@ LOAD_METRICS = (
     "served.f1",
     "served.precision",
     "served.recall",
+    "served.mcc",
+    "served.balanced_accuracy",
+    "served.roc_auc",
+    "served.baseline_f1",
+    "served.pair_accuracy",
+    "energy_per_1k_wh.server",
     "energy_per_1k_wh.gross",
     "energy_per_1k_wh.net",
+    "j_per_request.server",
     "j_per_request.gross",
     "j_per_request.net",
+    "co2_per_1k_g.server",
     "co2_per_1k_g.gross",
     "co2_per_1k_g.net",
+    "attribution.server_share",
+    "attribution.server_cpu_s",
+    "attribution.client_cpu_s",
+    "attribution.other_cpu_s",
+    "open_loop.achieved_fraction",
     "requests.ok",
     "requests.failed",
+    "requests.server_counted",
+    "requests.client_counted",
     "client_cpu.mean_percent",
     "energy.inference.idle_w",
     "energy.inference.duration_s",
@@ -110,10 +132,25 @@ def canonical_variant(name: str) -> str:
     return "+".join(parts)
 
 
+# What makes two load runs one serving setting (docs/analysis.md): runs that differ in any of
+# these are never merged or superseded by each other. The load knobs are folded into the
+# ``load`` label (``closed-u8·b4·w2``), the meter is its own column.
+SETTING_COLUMNS = ("engine", "variant", "format", "load", "meter")
+
+
 def load_label(load: dict[str, Any] | None) -> str:
-    """A short label for a load setting: ``closed-u8``, ``open-r20``, ``sweep-1,4,16``."""
+    """A short label for a load setting: ``closed-u8``, ``open-r20-p40``, ``sweep-1,4,16``,
+    with ``·b<batch>``, ``·w<workers>``, ``·len<max length>``, ``·stable`` when they are not the
+    defaults (batch 1, one local Locust process, the model's own max length, fixed duration)."""
     if not isinstance(load, dict) or not load:
         return "default"
+    return _load_base(load) + "".join(
+        f"·{tag}{load[k]}" for k, tag, default in (("batch", "b", 1), ("workers", "w", 0),
+                                                   ("max_length", "len", None))
+        if load.get(k) not in (None, default)) + ("·stable" if load.get("stable") else "")
+
+
+def _load_base(load: dict[str, Any]) -> str:
     model = load.get("model") or "closed"
     if load.get("sweep"):
         sweep = load["sweep"]
@@ -122,7 +159,8 @@ def load_label(load: dict[str, Any] | None) -> str:
         return f"{x:g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
 
     if model == "open" or load.get("rps"):
-        return f"open-r{num(load.get('rps'))}"
+        pool = f"-p{num(load['pool'])}" if load.get("pool") else ""
+        return f"open-r{num(load.get('rps'))}{pool}"
     return f"{model}-u{num(load.get('users'))}"
 
 
@@ -178,6 +216,7 @@ def collect_train(results_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]]
             if isinstance(obj.get("energy_source"), dict) else obj.get("energy_source"),
             "country": obj.get("country"),
             "model_name": get_path(obj, "model.name"),
+            "data": str(get_path(obj, "config.data.path") or get_path(obj, "split.data_path") or ""),
             "synthetic": bool(get_path(obj, "environment.synthetic", False)),
             "path": str(rel),
             "mtime_unix_s": path.stat().st_mtime,
@@ -343,6 +382,10 @@ def _load_rows(results_dir: Path, run_dir: Path, top: dict[str, Any], engine_d: 
                     base["run_failure_reason"] if base["run_status"] != "ok" else None),
                 "energy_kind": rep.get("energy_kind") or top.get("energy_kind"),
                 "energy_source": _sources_of(rep) or _sources_of(top),
+                "meter": _sources_of(top) or _sources_of(rep),
+                "flags": ",".join(sorted(set(rep.get("flags") or []) | set(top.get("flags") or []))),
+                "latency_basis": rep.get("latency_basis") or top.get("latency_basis") or "sent",
+                "model_name": str(top.get("model") or ""),
                 "country": rep.get("country") or top.get("country"),
                 "synthetic": bool(get_path(rep, "environment.synthetic", False)
                                   or get_path(top, "environment.synthetic", False)),
@@ -364,15 +407,20 @@ def _load_rows(results_dir: Path, run_dir: Path, top: dict[str, Any], engine_d: 
 def _select_load(df: pd.DataFrame) -> tuple[list[bool], list[str]]:
     used = [False] * len(df)
     note = [""] * len(df)
-    for _key, idx in df.groupby(["engine", "variant", "format", "load"], dropna=False).groups.items():
+    for _key, idx in df.groupby(list(SETTING_COLUMNS), dropna=False).groups.items():
         sub = df.loc[list(idx)]
         ok_runs = sub[sub["status"] == "ok"]
+        if ok_runs.empty:  # a setting with only degraded repeats is shown as such
+            ok_runs = sub[sub["status"] == "degraded"]
         latest = None
         if not ok_runs.empty:
             latest = ok_runs.sort_values("run_time_unix_s").iloc[-1]["run_id"]
+        ok_status = set(ok_runs["status"])
         for i in sub.index:
             pos = df.index.get_loc(i)
-            if df.at[i, "status"] != "ok":
+            if df.at[i, "status"] == "degraded" and "degraded" not in ok_status:
+                note[pos] = "degraded (left out: ok repeats of this setting exist)"
+            elif df.at[i, "status"] not in ok_status:
                 note[pos] = "failed"
             elif df.at[i, "run_id"] != latest:
                 note[pos] = "superseded (a later run of the same setting exists)"
@@ -423,9 +471,9 @@ def summarise_train(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return out
 
 
-def serve_key(engine: str, variant: str, fmt: str, load: str) -> str:
-    """The key of one engine × variant × format × load setting in ``aggregated_metrics.json``."""
-    return "__".join([engine, variant, fmt or "-", load])
+def serve_key(engine: str, variant: str, fmt: str, load: str, meter: str = "") -> str:
+    """The key of one serving setting (:data:`SETTING_COLUMNS`) in ``aggregated_metrics.json``."""
+    return "__".join([engine, variant, fmt or "-", load, *([meter] if meter else [])])
 
 
 def summarise_serve(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -434,13 +482,19 @@ def summarise_serve(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
     if df.empty:
         return out
     used = df[df["used"]]
-    for (engine, variant, fmt, load), sub in used.groupby(["engine", "variant", "format", "load"], dropna=False):
-        key = serve_key(str(engine), str(variant), str(fmt), str(load))
+    for (engine, variant, fmt, load, meter), sub in used.groupby(list(SETTING_COLUMNS), dropna=False):
+        key = serve_key(str(engine), str(variant), str(fmt), str(load), str(meter))
+        flags = sorted({f for v in sub["flags"] if isinstance(v, str) and v for f in v.split(",")})
         out[key] = {
             "engine": str(engine),
             "variant": str(variant),
             "format": str(fmt),
             "load": str(load),
+            "meter": str(meter),
+            "status": "degraded" if set(sub["status"]) == {"degraded"} else "ok",
+            "flags": flags,
+            "latency_basis": "intended" if "intended" in set(sub["latency_basis"]) else "sent",
+            "model_name": str(sub["model_name"].iloc[0]),
             "run_id": str(sub["run_id"].iloc[0]),
             "n": int(len(sub)),
             "energy_kind": sorted({str(k) for k in sub["energy_kind"] if k}),
@@ -475,7 +529,7 @@ def failed_table(train: pd.DataFrame, load: pd.DataFrame, problems: list[dict[st
     if not load.empty:
         for _, r in load[(load["status"] != "ok")].iterrows():
             rows.append({"stage": "load", "engine": r["engine"], "variant": r["variant"], "run_id": r["run_id"],
-                         "repeat": r["repeat"], "status": r["status"], "failure_reason": r["failure_reason"],
+                         "repeat": r["repeat"], "status": r["status"], "failure_reason": r["failure_reason"] or (f"degraded: {r['flags']}" if r["status"] == "degraded" else None),
                          "path": r["repeat_path"]})
     cols = ["stage", "engine", "variant", "run_id", "repeat", "status", "failure_reason", "path"]
     df = pd.DataFrame(rows, columns=cols)
@@ -533,7 +587,7 @@ def aggregate(results_dir: str | os.PathLike = "results", write: bool = True) ->
         agg.written += write_table_atomic(load, tables / "load_runs.csv")
         agg.written += write_table_atomic(_long_table(train_s, ("variant",)), tables / "train_summary.csv")
         agg.written += write_table_atomic(
-            _long_table(serve_s, ("engine", "variant", "format", "load")), tables / "serve_summary.csv")
+            _long_table(serve_s, SETTING_COLUMNS), tables / "serve_summary.csv")
         agg.written += write_table_atomic(failed, tables / "failed.csv")
         agg.written.append(write_json_atomic(results_dir / "aggregated_metrics.json", metrics))
     return agg

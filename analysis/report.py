@@ -376,7 +376,7 @@ def sec_stacking(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOpt
     rows = an["stacking_training"] + an["stacking_serving"]
     b.p("For each combination (a variant name with '+'), the predicted saving S = 1 − ∏(1 − sᵢ) from the "
         f"single-technique savings against {opts.baseline} is compared with the measured saving. ρ = measured "
-        "remaining energy ÷ predicted remaining energy: ρ < 1 compounding, ρ > 1 cancelling, ρ ≈ 1 additive "
+        "remaining energy ÷ predicted remaining energy: ρ < 1 compounding, ρ > 1 cancelling, ρ ≈ 1 multiplicative "
         f"(CI within ±{opts.margin:.0%}). A verdict is given only when the CI allows one.")
     if not rows:
         b.note("No combination variant (e.g. v2+v7+v8) has results yet, so nothing can be tested for stacking. "
@@ -707,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
                     choices=["energy_per_1k_wh.gross", "energy_per_1k_wh.net"],
                     help="serving energy used for savings, stacking and the SLO choice")
     ap.add_argument("--margin", type=float, default=d.margin,
-                    help="stacking: |ρ − 1| tolerance for an 'additive' verdict (default 0.05)")
+                    help="stacking: |ρ − 1| tolerance for a 'multiplicative' verdict (default 0.05)")
     ap.add_argument("--max-timelines", type=int, default=d.max_timelines, help="power timelines to plot")
     a = ap.parse_args(argv)
     countries = [c.strip().upper() for c in a.countries.split(",") if c.strip()]

@@ -14,13 +14,18 @@ would double-count its noise, whereas ``ln ρ`` is a sum of independent log-mean
 variance is the delta-method sum ``cv_m²/n_m + Σ cv_i²/n_i + (k−1)² cv_0²/n_0`` (see
 :mod:`analysis.stats`). From its 95 % CI:
 
-* CI entirely below 1 → **compounding**: the combination saves more than predicted;
-* CI entirely above 1 → **cancelling**: it saves less than predicted (techniques get in each
-  other's way);
-* CI inside ``[1 − margin, 1 + margin]`` → **additive**: consistent with the multiplicative
-  prediction, within ``margin`` (default 5 % of the predicted remaining energy);
-* otherwise → **inconclusive (CIs overlap)**; any side with fewer than two repeats →
-  **inconclusive (n too small)**.
+* CI inside ``[1 − margin, 1 + margin]`` → **multiplicative**: consistent with the
+  multiplicative prediction, within ``margin`` (default 5 % of the predicted remaining
+  energy) — tested first, so a tight CI just above 1 is not called cancelling;
+* else CI entirely below 1 → **compounding**: the combination saves more than predicted;
+* else CI entirely above 1 → **cancelling**: it saves less than predicted (techniques get in
+  each other's way);
+* otherwise → **inconclusive (CIs overlap)**; a zero-width CI (identical repeats: no spread to
+  estimate) or any side with fewer than two repeats → **inconclusive (n too small)**.
+
+Inputs must be comparable: a combination whose baseline, components and itself were measured
+by different meters or energy kinds, or trained on different base models or data, gets
+``not comparable (<field>)`` instead of a verdict.
 
 The naive sum ``Σ s_i`` is reported for reference only (it overstates stacking and can exceed 1).
 """
@@ -36,13 +41,17 @@ from analysis.stats import combine_log_terms, log_term, multiplicative_predictio
 DEFAULT_MARGIN = 0.05
 
 VERDICTS = (
-    "additive",
+    "multiplicative",
     "compounding",
     "cancelling",
     "inconclusive (n too small)",
     "inconclusive (CIs overlap)",
+    "inconclusive (zero-width CI)",
+    "not comparable",
     "n/a",
 )
+# Fields that must agree across every run a stacking row compares (first that differs is named).
+COMPARABLE_FIELDS = ("energy_source", "energy_kind", "model_name", "data")
 
 
 def components(combination: str) -> list[str]:
@@ -60,13 +69,27 @@ def verdict_from_ratio_ci(ci: tuple[float, float] | None, margin: float = DEFAUL
     if ci is None:
         return "inconclusive (n too small)"
     lo, hi = ci
+    if not hi > lo:
+        return "inconclusive (zero-width CI)"
+    if lo >= 1.0 - margin and hi <= 1.0 + margin:
+        return "multiplicative"
     if hi < 1.0:
         return "compounding"
     if lo > 1.0:
         return "cancelling"
-    if lo >= 1.0 - margin and hi <= 1.0 + margin:
-        return "additive"
     return "inconclusive (CIs overlap)"
+
+
+def not_comparable(runs, variants: Sequence[str]) -> str | None:
+    """``"not comparable (<field>)"`` when the runs of ``variants`` differ in a
+    :data:`COMPARABLE_FIELDS` column, else ``None``."""
+    if runs is None or runs.empty:
+        return None
+    sub = runs[runs["variant"].isin(list(variants))]
+    for f in COMPARABLE_FIELDS:
+        if f in sub.columns and sub[f].fillna("").astype(str).nunique() > 1:
+            return f"not comparable ({f})"
+    return None
 
 
 def stack_one(
@@ -139,7 +162,9 @@ def stack_one(
     small = [v for v, n in row["n"].items() if n < 2]
     if small:
         row["reason"] = f"fewer than 2 repeats for {', '.join(small)}: no CI, no verdict"
-    elif row["verdict"] == "additive":
+    elif row["verdict"] == "inconclusive (zero-width CI)":
+        row["reason"] = "every repeat gave the same value: no spread to build an interval from"
+    elif row["verdict"] == "multiplicative":
         row["reason"] = f"measured/predicted remaining energy CI within ±{margin:.0%} of 1"
     elif row["verdict"] == "compounding":
         row["reason"] = "combination saves more than the multiplicative prediction (ρ CI < 1)"
@@ -156,14 +181,19 @@ def stack_all(
     margin: float = DEFAULT_MARGIN,
     scope: str = "",
     metric: str = "",
+    runs=None,
 ) -> list[dict[str, Any]]:
-    """:func:`stack_one` for every combination variant present in ``observations``."""
+    """:func:`stack_one` for every combination variant present in ``observations``; with
+    ``runs`` (the rows behind them) each is checked with :func:`not_comparable` first."""
     rows = []
     for name in sorted(observations):
         if is_combination(name):
             r = stack_one(observations, name, baseline=baseline, margin=margin)
             r["scope"] = scope
             r["metric"] = metric
+            why = not_comparable(runs, [baseline, *r["components"], name])
+            if why:
+                r["verdict"], r["reason"] = "not comparable", why.replace("not comparable", "the runs differ in")
             rows.append(r)
     return rows
 
@@ -176,19 +206,22 @@ def training_stacking(
         return []
     used = train_runs[train_runs["used"]]
     obs = {str(v): sub[metric].dropna().tolist() for v, sub in used.groupby("variant")}
-    return stack_all(obs, baseline, margin, scope="training", metric=metric)
+    return stack_all(obs, baseline, margin, scope="training", metric=metric, runs=used)
 
 
 def serving_stacking(
-    load_runs, metric: str = "energy_per_1k_wh.gross", baseline: str = "v0", margin: float = DEFAULT_MARGIN
+    load_runs, metric: str = "energy_per_1k_wh.server", baseline: str = "v0", margin: float = DEFAULT_MARGIN
 ) -> list[dict[str, Any]]:
-    """Stacking rows for serving energy, one scope per engine × format × load setting (the
-    combination and its components must all be served the same way)."""
+    """Stacking rows for serving energy, one scope per engine × format × load setting × meter
+    (the combination and its components must all be served and measured the same way)."""
     if load_runs is None or load_runs.empty or metric not in load_runs.columns:
         return []
     used = load_runs[load_runs["used"]]
     rows: list[dict[str, Any]] = []
-    for (engine, fmt, load), sub in used.groupby(["engine", "format", "load"], dropna=False):
+    keys = [c for c in ("engine", "format", "load", "meter") if c in used.columns]
+    for key, sub in used.groupby(keys, dropna=False):
+        engine, fmt, load = key[:3]
         obs = {str(v): s[metric].dropna().tolist() for v, s in sub.groupby("variant")}
-        rows += stack_all(obs, baseline, margin, scope=f"{engine} / {fmt or '-'} / {load}", metric=metric)
+        rows += stack_all(obs, baseline, margin, scope=f"{engine} / {fmt or '-'} / {load}", metric=metric,
+                          runs=sub)
     return rows

@@ -9,7 +9,7 @@ docs/interfaces.md. Every file carries ``"environment": {"synthetic": true}`` an
 
 The numbers are built to have known answers: v2 saves 20 % and v7 30 % of training energy, so
 the multiplicative prediction for v2+v7 is 44 % and its measured saving is set to 44 %
-(additive); v2+v7+v8 is set to compound.
+(multiplicative); v2+v7+v8 is set to compound.
 """
 
 from __future__ import annotations

@@ -247,6 +247,16 @@ def run_repeat(cfg: RunConfig, spec: LoadSpec, run_dir: Path, k: int, requests_f
     return summary
 
 
+def _server_max_length(server_args: list[str]) -> int | None:
+    """``--max-length N`` among the server's extra arguments (``None``: the model's own)."""
+    for i, a in enumerate(server_args):
+        if a.startswith("--max-length="):
+            return int(a.split("=", 1)[1])
+        if a == "--max-length" and i + 1 < len(server_args):
+            return int(server_args[i + 1])
+    return None
+
+
 def _idle_flags(r: Repeat) -> list[str]:
     """``idle_not_stationary`` when the idle window's halves differ by more than 10 %."""
     a, b = r.marks.get("idle_start"), r.marks.get("idle_end")
@@ -314,6 +324,7 @@ def _summarise(r: Repeat, k: int, run_id: str, setup_failure: str | None) -> dic
         **r.spec.to_dict(), "duration_s": cfg.duration_s, "requests_target": cfg.requests,
         "workers": cfg.workers, "warmup_s": cfg.warmup_s, "idle_s": cfg.idle_s,
         "settle_s": cfg.settle_s, "protocol": cfg.protocol, "stable": cfg.stable,
+        "max_length": _server_max_length(cfg.server_args),
     }
     grid = grid_intensity_info(cfg.country)
     server_cpu_s = attribution.server_cpu_s

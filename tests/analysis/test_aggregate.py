@@ -48,14 +48,14 @@ def test_failed_and_incomplete_listed_never_averaged(tree):
 
 def test_serving_summary_per_engine_variant(tree):
     agg = aggregate(tree, write=False)
-    key = "onnxruntime__v0__onnx__closed-u8"
+    key = "onnxruntime__v0__onnx__closed-u8__replay"
     e = agg.serve[key]
     assert e["n"] == 3 and e["engine"] == "onnxruntime" and e["format"] == "onnx"
     used = agg.load_runs[(agg.load_runs["engine"] == "onnxruntime") & (agg.load_runs["variant"] == "v0")
                          & agg.load_runs["used"]]
     assert e["metrics"]["energy_per_1k_wh.gross"]["mean"] == pytest.approx(used["energy_per_1k_wh.gross"].mean())
     assert len(e["power_csv"]) == 3
-    assert {"pytorch__v0__pytorch__closed-u8", "onnxruntime__v2+v7__onnx__closed-u8"} <= set(agg.serve)
+    assert {"pytorch__v0__pytorch__closed-u8__replay", "onnxruntime__v2+v7__onnx__closed-u8__replay"} <= set(agg.serve)
 
 
 def test_outputs_written_atomically_and_parse(tree):
@@ -100,10 +100,10 @@ def test_load_embedded_repeats_and_bare_summary(tmp_path):
     (d2 / "summary.json").write_text(json.dumps({**rep, "engine": "onnxruntime", "variant": "v0",
                                                  "format": "onnx", "load": {"model": "closed", "users": 8}}))
     agg = aggregate(tmp_path, write=False)
-    e = agg.serve["pytorch__v2__pytorch__open-r5"]
+    e = agg.serve["pytorch__v2__pytorch__open-r5__estimate"]
     assert e["variant"] == "v2"  # alias normalised
     assert e["n"] == 2 and e["metrics"]["energy_per_1k_wh.gross"]["mean"] == pytest.approx(2.0)
-    assert agg.serve["onnxruntime__v0__onnx__closed-u8"]["metrics"]["energy_per_1k_wh.gross"]["ci95"] is None
+    assert agg.serve["onnxruntime__v0__onnx__closed-u8__estimate"]["metrics"]["energy_per_1k_wh.gross"]["ci95"] is None
     assert (agg.failed["failure_reason"] == "too many errors").sum() == 1
 
 
@@ -147,3 +147,25 @@ def test_variant_folder_without_any_result_is_incomplete(tmp_path):
     agg = aggregate(tmp_path, write=False)
     rows = agg.failed.to_dict(orient="records")
     assert [(r["variant"], r["status"]) for r in rows] == [("v3", "incomplete")]
+
+
+def test_runs_differing_in_batch_workers_or_meter_are_separate_settings(tmp_path):
+    rep = {"status": "ok", "engine": "onnxruntime", "variant": "v0", "format": "onnx",
+           "energy_per_1k_wh": {"gross": 1.0, "net": 0.5, "server": 0.4}, "energy_kind": "estimated"}
+    runs = {
+        "a": {"load": {"model": "closed", "users": 8}, "energy_source": "estimate"},
+        "b": {"load": {"model": "closed", "users": 8, "batch": 4}, "energy_source": "estimate"},
+        "c": {"load": {"model": "closed", "users": 8, "workers": 2}, "energy_source": "estimate"},
+        "d": {"load": {"model": "closed", "users": 8}, "energy_source": "rapl"},
+        "e": {"load": {"model": "open", "rps": 20, "pool": 40}, "energy_source": "estimate"},
+    }
+    for rid, extra in runs.items():
+        d = tmp_path / "load" / "onnxruntime__v0" / rid
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps({**rep, **extra, "run_id": rid}))
+    agg = aggregate(tmp_path, write=False)
+    assert set(agg.serve) == {
+        "onnxruntime__v0__onnx__closed-u8__estimate", "onnxruntime__v0__onnx__closed-u8·b4__estimate",
+        "onnxruntime__v0__onnx__closed-u8·w2__estimate", "onnxruntime__v0__onnx__closed-u8__rapl",
+        "onnxruntime__v0__onnx__open-r20-p40__estimate"}
+    assert agg.metrics["superseded"]["load"] == 0  # nothing superseded another setting

@@ -55,7 +55,7 @@ def test_stacking_and_findings_content(built):
     _, paths = built
     html = paths["html"].read_text()
     stack = _section(html, "stacking")
-    assert "v2+v7+v8" in stack and "compounding" in stack and "additive" in stack
+    assert "v2+v7+v8" in stack and "compounding" in stack and "multiplicative" in stack
     findings = _section(html, "findings")
     assert "Choice:" in findings and "lowest energy" in findings
     # every energy figure in these tables says measured/estimated and by which meter

@@ -27,7 +27,7 @@ def test_prediction_is_044():
 
 @pytest.mark.parametrize(
     ("measured_energy", "measured_saving", "verdict"),
-    [(56.0, 0.44, "additive"), (40.0, 0.60, "compounding"), (70.0, 0.30, "cancelling")],
+    [(56.0, 0.44, "multiplicative"), (40.0, 0.60, "compounding"), (70.0, 0.30, "cancelling")],
 )
 def test_verdicts_with_tight_cis(measured_energy, measured_saving, verdict):
     r = stacking.stack_one(_obs(measured_energy), "v1+v2")
@@ -64,14 +64,41 @@ def test_three_way_prediction():
            "c": [90.0, 90.1, 89.9], "a+b+c": [36.0, 36.1, 35.9]}
     r = stacking.stack_one(obs, "a+b+c")
     assert r["predicted"] == pytest.approx(1 - 0.8 * 0.5 * 0.9)
-    assert r["verdict"] == "additive"
+    assert r["verdict"] == "multiplicative"
 
 
 def test_verdict_from_ratio_ci_margin():
-    assert stacking.verdict_from_ratio_ci((0.97, 1.03)) == "additive"
+    assert stacking.verdict_from_ratio_ci((0.97, 1.03)) == "multiplicative"
     assert stacking.verdict_from_ratio_ci((0.90, 1.03)) == "inconclusive (CIs overlap)"
-    assert stacking.verdict_from_ratio_ci((0.90, 1.03), margin=0.10) == "additive"
+    assert stacking.verdict_from_ratio_ci((0.90, 1.03), margin=0.10) == "multiplicative"
     assert stacking.verdict_from_ratio_ci(None) == "inconclusive (n too small)"
+
+
+@pytest.mark.parametrize("ci, verdict", [
+    ((1.001, 1.004), "multiplicative"),  # tight and above 1, but inside the ±5 % margin
+    ((0.90, 0.94), "compounding"),
+    ((0.97, 0.99), "multiplicative"),
+    ((1.06, 1.10), "cancelling"),
+    ((1.02, 1.02), "inconclusive (zero-width CI)"),
+])
+def test_margin_is_tested_before_the_side_of_one(ci, verdict):
+    assert stacking.verdict_from_ratio_ci(ci) == verdict
+
+
+def test_mixed_meters_or_models_are_not_comparable():
+    rows = []
+    for v, e, src in (("v0", 100.0, "estimate"), ("v1", 80.0, "estimate"), ("v2", 70.0, "rapl"),
+                      ("v1+v2", 56.0, "estimate")):
+        for k, d in enumerate((0.0, 0.001, -0.001)):
+            rows.append({"variant": v, "repeat": k, "used": True, "energy_kwh.training": e * (1 + d),
+                         "energy_source": src, "energy_kind": "estimated", "model_name": "tiny", "data": ""})
+    out = stacking.training_stacking(pd.DataFrame(rows))
+    assert out[0]["verdict"] == "not comparable" and "energy_source" in out[0]["reason"]
+    for r in rows:
+        r["energy_source"] = "estimate"
+    assert stacking.training_stacking(pd.DataFrame(rows))[0]["verdict"] == "multiplicative"
+    rows[0]["model_name"] = "answerdotai/ModernBERT-base"
+    assert "model_name" in stacking.training_stacking(pd.DataFrame(rows))[0]["reason"]
 
 
 def test_serving_stacking_scopes_by_engine():
@@ -84,9 +111,11 @@ def test_serving_stacking_scopes_by_engine():
     # a superseded observation must not count
     rows.append({"engine": "pytorch", "format": "onnx", "load": "closed-u8", "variant": "v1+v2",
                  "repeat": 9, "used": False, "energy_per_1k_wh.gross": 1e6})
-    out = stacking.serving_stacking(pd.DataFrame(rows))
+    out = stacking.serving_stacking(pd.DataFrame(rows), metric="energy_per_1k_wh.gross")
     assert [r["scope"] for r in out] == ["onnxruntime / onnx / closed-u8", "pytorch / onnx / closed-u8"]
-    assert all(r["verdict"] == "additive" for r in out)
+    assert all(r["verdict"] == "multiplicative" for r in out)
+    # the default is the server-attributed figure; without it there is nothing to stack
+    assert stacking.serving_stacking(pd.DataFrame(rows)) == []
 
 
 def test_ci_math_against_hand_calculation():

@@ -124,18 +124,19 @@ def fig_training_stages(train: dict[str, dict[str, Any]], stages: Sequence[str])
 
 
 def _pareto_axis(ax, pts: Sequence[Point], xlabel: str, title: str, scale: float = 1.0,
-                 ylabel: str = "F1 (test split)") -> None:
+                 ylabel: str = "F1 (test split)", baseline: float | None = None,
+                 baseline_label: str = "constant baseline") -> None:
     front = pareto_front(pts)
     front_ids = {p.id for p in front}
     seen_f1: dict[float, int] = {}
     for p in sorted(pts, key=lambda q: q.energy):
         on = p.id in front_ids
-        ax.scatter(p.energy * scale, p.f1, s=60 if on else 36, color="#1b6ca8" if on else "#9aa5ad",
+        ax.scatter(p.energy * scale, p.accuracy, s=60 if on else 36, color="#1b6ca8" if on else "#9aa5ad",
                    edgecolor="black" if on else "none", zorder=3)
         # points with equal F1 (common for small test sets) get staggered labels so they stay legible
-        k = seen_f1.get(round(p.f1, 6), 0)
-        seen_f1[round(p.f1, 6)] = k + 1
-        ax.annotate(p.id, (p.energy * scale, p.f1), textcoords="offset points",
+        k = seen_f1.get(round(p.accuracy, 6), 0)
+        seen_f1[round(p.accuracy, 6)] = k + 1
+        ax.annotate(p.id, (p.energy * scale, p.accuracy), textcoords="offset points",
                     xytext=(4, 4 + 9 * (k % 3) if k % 2 == 0 else -10 - 9 * (k % 3)), fontsize=8)
     if len(front) > 1:
         xs, ys = [], []
@@ -144,9 +145,12 @@ def _pareto_axis(ax, pts: Sequence[Point], xlabel: str, title: str, scale: float
                 xs.append(p.energy * scale)
                 ys.append(ys[-1])
             xs.append(p.energy * scale)
-            ys.append(p.f1)
+            ys.append(p.accuracy)
         ax.plot(xs, ys, color="#1b6ca8", lw=1.5, ls="--", zorder=2, label="Pareto front")
         ax.legend(fontsize=8, loc="best")  # "lower right" hid the high-energy, low-F1 points
+    if baseline is not None:
+        ax.axhline(baseline, color="#c0392b", lw=1.2, ls=":", zorder=1, label=baseline_label)
+        ax.legend(fontsize=8, loc="best")
     ax.margins(x=0.12, y=0.08)  # room for the point labels at the edges
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -154,24 +158,32 @@ def _pareto_axis(ax, pts: Sequence[Point], xlabel: str, title: str, scale: float
 
 
 def fig_energy_f1(train_pts: Sequence[Point], serve_pts: Sequence[Point], train_label: str,
-                  serve_label: str, train_metric: str = "energy_kwh.training") -> Figure:
-    """Energy vs F1 scatter with the Pareto front (training; serving when available)."""
+                  serve_label: str, train_metric: str = "energy_kwh.training", *,
+                  accuracy_name: str = "F1", baseline: float | None = None,
+                  serve_metric_label: str = "serving energy per 1k requests [Wh]") -> Figure:
+    """Energy vs accuracy scatter with the Pareto front (training; serving when available) and
+    the constant / chance baseline as a dotted line (MCC 0, pair accuracy 0.5, the constant
+    classifier's F1)."""
     panels = [x for x in ((train_pts, "train"), (serve_pts, "serve")) if x[0]]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False)
+    base_label = "chance / constant baseline"
     for ax, (pts, kind) in zip(axes[0], panels, strict=True):
         if kind == "train":
             k, unit = energy_scale_kwh(max(p.energy for p in pts))
             _pareto_axis(ax, pts, f"{train_metric.split('.')[-1]} energy per run [{unit}]",
-                         "Training: energy vs F1", scale=k)
+                         f"Training: energy vs {accuracy_name}", scale=k,
+                         ylabel=f"{accuracy_name} (test split)", baseline=baseline, baseline_label=base_label)
         else:
-            _pareto_axis(ax, pts, "serving energy per 1k requests [Wh]", "Serving: energy vs F1",
-                         ylabel="F1 (served, else test split)")
+            _pareto_axis(ax, pts, serve_metric_label.split(" (")[0].split(" —")[0] + " [Wh/1k]",
+                         f"Serving: energy vs {accuracy_name}",
+                         ylabel=f"{accuracy_name} (served, else test split)", baseline=baseline,
+                         baseline_label=base_label)
     labels = []
     if train_pts:
         labels.append(f"training {train_label}")
     if serve_pts:
         labels.append(f"serving {serve_label}")
-    footnote(fig, "; ".join(labels), "Pareto front: no other point has lower energy and higher F1")
+    footnote(fig, "; ".join(labels), f"Pareto front: no other point has lower energy and higher {accuracy_name}")
     fig.tight_layout()
     return fig
 

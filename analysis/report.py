@@ -51,14 +51,47 @@ class ReportOptions:
 
     baseline: str = "v0"
     train_energy_metric: str = "energy_kwh.training"
-    serve_energy_metric: str = "energy_per_1k_wh.gross"
+    serve_energy_metric: str = "energy_per_1k_wh.server"
+    accuracy_metric: str = "mcc"  # the quality axis of Pareto and SLO: mcc | f1 | pair_accuracy
     p99_max_ms: float = 500.0
-    f1_min: float = 0.5
+    accuracy_min: float | None = None  # SLO floor; None → ACCURACY_FLOOR[accuracy_metric]
     requests_per_day: float = lc.DEFAULT_REQUESTS_PER_DAY
     days: int = lc.DEFAULT_DAYS
     countries: Sequence[str] = field(default_factory=lambda: list(lc.DEFAULT_COUNTRIES))
     margin: float = stacking.DEFAULT_MARGIN
     max_timelines: int = 4
+
+
+# Default SLO floor per accuracy metric: MCC above the at-chance band, F1 0.5, pair accuracy
+# above the coin flip.
+ACCURACY_FLOOR = {"mcc": 0.05, "f1": 0.5, "pair_accuracy": 0.5}
+SERVE_METRIC_LABEL = {
+    "energy_per_1k_wh.server": "server-attributed Wh/1k (the server's CPU-time share + its GPU energy)",
+    "energy_per_1k_wh.gross": "gross Wh/1k (whole machine, load client included)",
+    "energy_per_1k_wh.net": "net Wh/1k (gross − idle baseline; load client included)",
+}
+
+
+def effective_serve_metric(agg: Aggregate, opts: ReportOptions) -> tuple[str, str]:
+    """(metric, label): the chosen serving energy, or gross with a note when no load result
+    carries the server-attributed figure (results from before attribution existed)."""
+    m = opts.serve_energy_metric
+    if agg.serve and not any(m in e["metrics"] for e in agg.serve.values()):
+        return "energy_per_1k_wh.gross", (f"gross Wh/1k — no load result here has {m}, so the "
+                                          "whole-machine figure is used instead")
+    return m, SERVE_METRIC_LABEL.get(m, m)
+
+
+def accuracy_floor(opts: ReportOptions) -> float:
+    return ACCURACY_FLOOR.get(opts.accuracy_metric, 0.0) if opts.accuracy_min is None else opts.accuracy_min
+
+
+def chance_flag(entry: dict[str, Any], prefix: str = "") -> str:
+    """``"AT CHANCE"`` when the MCC's CI contains 0 (|MCC| < 0.05 at n = 1), else ``""``."""
+    from study.metrics import at_chance
+
+    s = entry.get("metrics", {}).get(f"{prefix}mcc") or {}
+    return "AT CHANCE" if at_chance(s.get("mean"), s.get("ci95")) else ""
 
 
 @dataclass
@@ -184,15 +217,19 @@ def analyse(agg: Aggregate, opts: ReportOptions) -> dict[str, Any]:
                                        for k, v in asdict(opts).items()}}
     out["stacking_training"] = stacking.training_stacking(agg.train_runs, opts.train_energy_metric,
                                                           opts.baseline, opts.margin)
-    out["stacking_serving"] = stacking.serving_stacking(agg.load_runs, opts.serve_energy_metric,
-                                                        opts.baseline, opts.margin)
-    tpts = tradeoffs.training_points(agg.train, opts.train_energy_metric)
-    cands = tradeoffs.serving_candidates(agg.serve, agg.train, opts.serve_energy_metric)
-    spts = [tradeoffs.Point(c["id"], c["energy_per_1k_wh"], c["f1"]) for c in cands
-            if c["energy_per_1k_wh"] is not None and c["f1"] is not None]
+    serve_metric, serve_label = effective_serve_metric(agg, opts)
+    out["serve_metric"], out["serve_metric_label"] = serve_metric, serve_label
+    out["stacking_serving"] = stacking.serving_stacking(agg.load_runs, serve_metric, opts.baseline, opts.margin)
+    tpts = tradeoffs.training_points(agg.train, opts.train_energy_metric, opts.accuracy_metric)
+    cands = tradeoffs.serving_candidates(agg.serve, agg.train, serve_metric, opts.accuracy_metric)
+    spts = [tradeoffs.Point(c["id"], c["energy_per_1k_wh"], c["accuracy"]) for c in cands
+            if c["energy_per_1k_wh"] is not None and c["accuracy"] is not None]
+    out["serving_comparable"] = tradeoffs.not_comparable(list(agg.serve.values()))
+    out["training_comparable"] = tradeoffs.not_comparable(list(agg.train.values()))
     out["findings_training"] = tradeoffs.key_findings(tpts, opts.train_energy_metric.replace("energy_", ""))
     out["findings_serving"] = tradeoffs.key_findings(spts, "Wh per 1k requests")
-    out["slo"] = tradeoffs.slo_choice(cands, opts.p99_max_ms, opts.f1_min)
+    out["slo"] = tradeoffs.slo_choice(cands, opts.p99_max_ms, accuracy_floor(opts), opts.accuracy_metric,
+                                      out["serving_comparable"])
     try:
         out["lifecycle"] = lc.lifecycle_table(agg.serve, agg.train, opts.requests_per_day, opts.days,
                                               opts.countries)
@@ -253,9 +290,36 @@ def sec_training_energy(b: Builder, agg: Aggregate, an: dict[str, Any], opts: Re
     for v in sorted(agg.train, key=plots.variant_sort_key):
         e = agg.train[v]
         rows.append([v, e["n"], *[metric_ci(e, f"energy_kwh.{s}", k) for s in (*STAGES, "total")],
-                     metric_ci(e, "f1"), e["label"]])
-    b.table(["variant", "n", *[f"{s} [{unit}]" for s in (*STAGES, "total")], "F1", "energy (kind · meter)"], rows)
+                     e["label"]])
+    b.table(["variant", "n", *[f"{s} [{unit}]" for s in (*STAGES, "total")], "energy (kind · meter)"], rows)
     b.p("Cells show mean [95 % CI]; a bare number is a single run (n = 1), which has no interval.")
+    b.raw("<h3>Accuracy on the held-out test split</h3>", "### Accuracy on the held-out test split")
+    b.table(["variant", "n", "MCC", "pair accuracy", "F1", "constant-baseline F1", "balanced acc.", "ROC-AUC",
+             "accuracy", "verdict"],
+            [[v, agg.train[v]["n"], *[metric_ci(agg.train[v], m) for m in (
+                "mcc", "pair_accuracy", "f1", "baseline_f1", "balanced_accuracy", "roc_auc", "accuracy")],
+              _accuracy_verdict(agg.train[v])] for v in sorted(agg.train, key=plots.variant_sort_key)])
+    _chance_note(b, [v for v in agg.train if chance_flag(agg.train[v])], "trained variant")
+
+
+def _accuracy_verdict(e: dict[str, Any], prefix: str = "") -> str:
+    """AT CHANCE (MCC CI contains 0), BELOW BASELINE (F1 under the constant "vulnerable"
+    classifier's), or ``ok``; ``—`` without an MCC."""
+    m = e.get("metrics", {})
+    if (m.get(f"{prefix}mcc") or {}).get("mean") is None:
+        return "—"
+    words = [w for w in (chance_flag(e, prefix),) if w]
+    f1, base = (m.get(f"{prefix}f1") or {}).get("mean"), (m.get(f"{prefix}baseline_f1") or {}).get("mean")
+    if f1 is not None and base is not None and f1 < base:
+        words.append("F1 BELOW CONSTANT BASELINE")
+    return "; ".join(words) or "better than chance"
+
+
+def _chance_note(b: Builder, names: Sequence[str], what: str) -> None:
+    if names:
+        b.note(f"At chance: {', '.join(sorted(names))} — the MCC's 95 % CI contains 0 (|MCC| < 0.05 for a "
+               f"single run), so this {what} does no better than a constant or random guess, whatever its F1 "
+               "says. The constant \"always vulnerable\" classifier's F1 is shown beside each F1.", "warn")
 
 
 def serving_plot_points(cands: Sequence[dict[str, Any]]) -> list[tradeoffs.Point]:
@@ -265,27 +329,41 @@ def serving_plot_points(cands: Sequence[dict[str, Any]]) -> list[tradeoffs.Point
     both onnx and onnx-int8 would highlight a dominated point as well."""
     show_load = len({c["load"] for c in cands}) > 1
     return [tradeoffs.Point(f"{c['variant']}·{c['engine']}·{c['format']}" + (f"·{c['load']}" if show_load else ""),
-                            c["energy_per_1k_wh"], c["f1"]) for c in cands
-            if c["energy_per_1k_wh"] is not None and c["f1"] is not None]
+                            c["energy_per_1k_wh"], c["accuracy"]) for c in cands
+            if c["energy_per_1k_wh"] is not None and c["accuracy"] is not None]
 
 
 def sec_energy_f1(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOptions) -> None:
-    tpts = tradeoffs.training_points(agg.train, opts.train_energy_metric)
-    cands = tradeoffs.serving_candidates(agg.serve, agg.train, opts.serve_energy_metric)
+    name = tradeoffs.ACCURACY_NAMES.get(opts.accuracy_metric, opts.accuracy_metric)
+    tpts = tradeoffs.training_points(agg.train, opts.train_energy_metric, opts.accuracy_metric)
+    cands = tradeoffs.serving_candidates(agg.serve, agg.train, an["serve_metric"], opts.accuracy_metric)
     spts = serving_plot_points(cands)
     if not tpts and not spts:
-        b.note("No result has both an energy figure and an F1 score, so there is no trade-off to plot.", "warn")
+        b.note(f"No result has both an energy figure and a {name}, so there is no trade-off to plot.", "warn")
         return
     tl = "; ".join(sorted({e["label"] for e in agg.train.values()}))
     sl = "; ".join(sorted({e["label"] for e in agg.serve.values()}))
-    b.figure(plots.fig_energy_f1(tpts, spts, tl, sl, opts.train_energy_metric),
-             "Energy vs F1; highlighted points and dashed line: the Pareto front (lower energy, higher F1)")
-    for title, f in (("Training", an["findings_training"]), ("Serving", an["findings_serving"])):
-        if f.get("pareto"):
+    baseline = {"mcc": 0.0, "pair_accuracy": 0.5}.get(opts.accuracy_metric)
+    if opts.accuracy_metric == "f1":
+        bases = [(e["metrics"].get("baseline_f1") or {}).get("mean") for e in agg.train.values()]
+        bases = [x for x in bases if x is not None]
+        baseline = sum(bases) / len(bases) if bases else None
+    b.figure(plots.fig_energy_f1(tpts, spts, tl, sl, opts.train_energy_metric, accuracy_name=name,
+                                 baseline=baseline, serve_metric_label=an["serve_metric_label"]),
+             f"Energy vs {name}; highlighted points and dashed line: the Pareto front (lower energy, higher "
+             f"{name}); dotted line: the constant / chance baseline")
+    for title, f, comp in (("Training", an["findings_training"], an["training_comparable"]),
+                           ("Serving", an["findings_serving"], an["serving_comparable"])):
+        if comp:
+            b.note(f"{title} Pareto front: {comp} — the settings were measured or built differently, so one "
+                   "front over them would compare unlike numbers. The points are shown for inspection only.", "warn")
+        elif f.get("pareto"):
             b.p(f"{title} Pareto front: " + ", ".join(x.replace("__", " · ") for x in f["pareto"]) + ".")
-    if spts and any(c["f1_source"] == "training test split" for c in cands):
-        b.note("Some serving points use the variant's test-split F1 from training, because their load run "
-               "did not score responses (see the findings table's F1 source).")
+    b.p(f"Serving energy axis: {an['serve_metric_label']}. Accuracy axis: {name} "
+        "(--accuracy-metric f1|mcc|pair_accuracy).")
+    if spts and any(c["accuracy_source"] == "training test split" for c in cands):
+        b.note(f"Some serving points use the variant's test-split {name} from training, because their load run "
+               "did not score responses (see the findings table's source column).")
 
 
 def sec_serving_energy(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOptions) -> None:
@@ -293,17 +371,37 @@ def sec_serving_energy(b: Builder, agg: Aggregate, an: dict[str, Any], opts: Rep
         b.note("No successful load runs (results/load/<engine>__<variant>/<run_id>/summary.json) were found.",
                "warn")
         return
-    b.figure(plots.fig_serving_energy(agg.serve, opts.serve_energy_metric),
-             "Energy per 1,000 successful requests in the steady window, by engine and variant (95 % CI)")
+    metric, label = an["serve_metric"], an["serve_metric_label"]
+    b.figure(plots.fig_serving_energy(agg.serve, metric),
+             f"Energy per 1,000 successful requests in the steady window, by engine and variant (95 % CI): {label}")
     rows = []
     for key in sorted(agg.serve, key=lambda k: (plots.variant_sort_key(agg.serve[k]["variant"]), k)):
         e = agg.serve[key]
         rows.append([e["engine"], e["variant"], e["format"], e["load"], e["n"],
-                     metric_ci(e, "energy_per_1k_wh.gross"), metric_ci(e, "energy_per_1k_wh.net"),
-                     metric_ci(e, "throughput_rps"), metric_ci(e, "served.f1"), e["label"]])
-    b.table(["engine", "variant", "format", "load", "n", "Wh/1k gross", "Wh/1k net", "throughput [req/s]",
-             "served F1", "energy (kind · meter)"], rows)
-    b.p("Cells show mean [95 % CI] over load repeats; a bare number is a single repeat (n = 1).")
+                     metric_ci(e, "energy_per_1k_wh.server"), metric_ci(e, "energy_per_1k_wh.gross"),
+                     metric_ci(e, "energy_per_1k_wh.net"), metric_ci(e, "attribution.server_share"),
+                     metric_ci(e, "throughput_rps"), metric_ci(e, "served.mcc"), metric_ci(e, "served.f1"),
+                     metric_ci(e, "served.baseline_f1"), _accuracy_verdict(e, "served."), _counts(e),
+                     ", ".join(e.get("flags") or []) or "—", e["label"]])
+    b.table(["engine", "variant", "format", "load", "n", "Wh/1k server-attributed", "Wh/1k gross", "Wh/1k net",
+             "server share", "throughput [req/s]", "served MCC", "served F1", "constant-baseline F1",
+             "accuracy verdict", "client / server count", "flags", "energy (kind · meter)"], rows)
+    b.p(f"Headline column: {label}. Gross is the whole machine over the steady window (it includes the load "
+        "client, which shares these cores); net subtracts the idle baseline; server-attributed charges the "
+        "server's process tree its CPU-time share of the window's energy (and every GPU joule). Cells show "
+        "mean [95 % CI] over load repeats; a bare number is a single repeat (n = 1).")
+    _chance_note(b, [k.replace("__", " · ") for k, e in agg.serve.items() if chance_flag(e, "served.")],
+                 "served model")
+
+
+def _counts(e: dict[str, Any]) -> str:
+    """``"812 / 812"``, or ``"812 / 790 MISMATCH"`` when the client and server counts differ."""
+    c = (e["metrics"].get("requests.client_counted") or {}).get("mean")
+    s = (e["metrics"].get("requests.server_counted") or {}).get("mean")
+    if c is None and s is None:
+        return "—"
+    mismatch = "count_mismatch" in (e.get("flags") or []) or (c is not None and s is not None and c != s)
+    return f"{fmt(c)} / {fmt(s)}" + (" MISMATCH" if mismatch else "")
 
 
 def sec_latency(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOptions) -> None:
@@ -317,6 +415,9 @@ def sec_latency(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOpti
         rows.append([e["engine"], e["variant"], e["format"], e["load"],
                      *[metric_ci(e, f"latency_ms.{q}") for q in ("p50", "p90", "p95", "p99")]])
     b.table(["engine", "variant", "format", "load", "p50 [ms]", "p90 [ms]", "p95 [ms]", "p99 [ms]"], rows)
+    if any(e.get("latency_basis") == "intended" for e in agg.serve.values()):
+        b.p("Open-loop settings report latency from the intended send time of each arrival (coordinated "
+            "omission corrected), so a client that fell behind does not flatter the server.")
 
 
 def _timeline_runs(agg: Aggregate, limit: int) -> list[dict[str, Any]]:
@@ -385,7 +486,9 @@ def sec_stacking(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOpt
         return
     b.table(["scope", "combination", "single savings", "predicted S [95 % CI]", "measured [95 % CI]",
              "ρ [95 % CI]", "verdict", "why", "energy (kind · meter)"], _stacking_rows(rows, agg))
-    b.p(f"Training scope uses {opts.train_energy_metric}; serving scopes use {opts.serve_energy_metric}.")
+    b.p(f"Training scope uses {opts.train_energy_metric}; serving scopes use {an['serve_metric_label']}. "
+        "Rows whose inputs were measured by different meters or energy kinds, or built on different base "
+        "models or data, are 'not comparable' and get no verdict.")
 
 
 def sec_lifecycle(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOptions) -> None:
@@ -425,8 +528,11 @@ def sec_lifecycle(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOp
 def sec_findings(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOptions) -> None:
     slo = an["slo"]
     b.raw("<h3>SLO-constrained choice</h3>", "### SLO-constrained choice")
-    b.p(f"Lowest energy per 1k requests with p99 ≤ {slo['p99_max_ms']:g} ms and F1 ≥ {slo['f1_min']:g} "
-        "(change with --p99-max-ms / --f1-min).")
+    name = tradeoffs.ACCURACY_NAMES.get(slo["metric"], slo["metric"])
+    b.p(f"Lowest {an['serve_metric_label']} with p99 ≤ {slo['p99_max_ms']:g} ms and {name} ≥ "
+        f"{slo['accuracy_min']:g} (change with --p99-max-ms / --accuracy-min / --accuracy-metric).")
+    if slo.get("not_comparable"):
+        b.note(f"No choice: the serving settings are {slo['not_comparable']}.", "warn")
     if not slo["candidates"]:
         b.note("No serving settings to choose from.", "warn")
     else:
@@ -434,32 +540,32 @@ def sec_findings(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOpt
             c = slo["chosen_row"]
             b.note(f"Choice: {c['engine']} · {c['variant']} · {c['format']} · {c['load']} — "
                    f"{fmt(c['energy_per_1k_wh'])} Wh per 1k requests, p99 {fmt(c['p99_ms'])} ms, "
-                   f"F1 {fmt(c['f1'])} ({c['f1_source']}).", "ok")
+                   f"{name} {fmt(c['accuracy'])} ({c['accuracy_source']}).", "ok")
         else:
             b.note("No serving setting meets both bounds; see the reasons below.", "warn")
         hl = {i for i, r in enumerate(slo["candidates"]) if r["id"] == slo["chosen"]}
-        b.table(["engine", "variant", "format", "load", "Wh/1k", "p99 [ms]", "F1", "F1 source", "meets", "reason",
-                 "energy (kind · meter)"],
+        b.table(["engine", "variant", "format", "load", "Wh/1k", "p99 [ms]", name, f"{name} source", "meets",
+                 "reason", "energy (kind · meter)"],
                 [[r["engine"], r["variant"], r["format"], r["load"], fmt(r["energy_per_1k_wh"]), fmt(r["p99_ms"]),
-                  fmt(r["f1"]), r["f1_source"] or "—", "yes" if r["meets"] else "no", r["reason"],
+                  fmt(r["accuracy"]), r["accuracy_source"] or "—", "yes" if r["meets"] else "no", r["reason"],
                   agg.serve.get(r["id"], {}).get("label", "—")]
                  for r in slo["candidates"]], highlight=hl)
     b.raw("<h3>Key findings</h3>", "### Key findings")
     rows = []
     for scope, f, unit, src in (("training", an["findings_training"], opts.train_energy_metric, agg.train),
-                                ("serving", an["findings_serving"], "Wh per 1k requests", agg.serve)):
-        for label, k in (("best F1", "best_f1"), ("lowest energy", "lowest_energy"),
+                                ("serving", an["findings_serving"], an["serve_metric_label"], agg.serve)):
+        for label, k in ((f"best {name}", "best_accuracy"), ("lowest energy", "lowest_energy"),
                          ("best trade-off", "best_tradeoff")):
             p = f.get(k)
             if p:
-                rows.append([scope, label, p["id"].replace("__", " · "), fmt(p["energy"]), unit, fmt(p["f1"]),
+                rows.append([scope, label, p["id"].replace("__", " · "), fmt(p["energy"]), unit, fmt(p["accuracy"]),
                              src.get(p["id"], {}).get("label", "—")])
     if rows:
-        b.table(["scope", "finding", "which", "energy", "energy metric", "F1", "energy (kind · meter)"], rows)
+        b.table(["scope", "finding", "which", "energy", "energy metric", name, "energy (kind · meter)"], rows)
         b.p("Best trade-off: the Pareto point nearest the ideal corner (lowest energy, highest F1) after "
             "scaling both axes to [0, 1].")
     else:
-        b.note("No results with both energy and F1, so no key findings.", "warn")
+        b.note(f"No results with both energy and {name}, so no key findings.", "warn")
 
 
 def sec_sweep(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOptions) -> None:
@@ -500,7 +606,7 @@ def sec_sweep(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOption
     if kf.get("best_tradeoff"):
         bt = kf["best_tradeoff"]
         b.note(f"Best trade-off: {bt['id']} (F1 {fmt(bt['f1'])}, {fmt(bt['energy'] * 3.6e6)} J); best F1: "
-               f"{kf['best_f1']['id']}; lowest energy: {kf['lowest_energy']['id']}.", "ok")
+               f"{kf['best_accuracy']['id']}; lowest energy: {kf['lowest_energy']['id']}.", "ok")
     b.p(f"Energy: {label}. Sweep runs are short (max_steps in analysis/search_space.yaml), so their F1 "
         "shows the machinery, not a tuned model. Each run's parameters and power log are in "
         "results/sweep/<run>/.")
@@ -530,7 +636,10 @@ def sec_methods(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOpti
     rows = [["training energy", "; ".join(train_labels) or "no data"],
             ["serving energy", "; ".join(serve_labels) or "no data"],
             ["latency", "measured by the load client (wall clock)"],
-            ["F1", "test split (training) / scored responses (served), as recorded in the result files"],
+            ["accuracy", "MCC, pair accuracy, F1 beside the constant-baseline F1, balanced accuracy, ROC-AUC "
+             "(study.metrics, scikit-learn): test split (training) / scored responses (served)"],
+            ["serving energy", "gross = whole machine; net = gross − idle baseline over covered time; "
+             "server-attributed = the server's CPU-time share (+ GPU energy), see docs/energy.md"],
             ["CO₂", "energy × grid intensity of the configured country (energy.carbon) — derived, not measured"]]
     b.table(["figure", "measured or estimated · meter"], rows)
     if "estimated" in kinds:
@@ -672,17 +781,20 @@ def build_report(results_dir: str | Path = "results", out: str | Path | None = N
 
 def _print_summary(agg: Aggregate, an: dict[str, Any], html_path: Path) -> None:
     rows = []
+    metric = an.get("serve_metric", "energy_per_1k_wh.gross")
     for e in agg.serve.values():
-        m = (e["metrics"].get("energy_per_1k_wh.gross") or {}).get("mean")
+        m = (e["metrics"].get(metric) or {}).get("mean")
+        g = (e["metrics"].get("energy_per_1k_wh.gross") or {}).get("mean")
         p99 = (e["metrics"].get("latency_ms.p99") or {}).get("mean")
-        f1 = (e["metrics"].get("served.f1") or {}).get("mean")
-        rows.append((m if m is not None else math.inf, e, p99, f1))
+        mcc = (e["metrics"].get("served.mcc") or {}).get("mean")
+        rows.append((m if m is not None else math.inf, e, g, p99, mcc))
     rows.sort(key=lambda r: r[0])
     if rows:
-        print(f"{'engine':<12} {'variant':<10} {'format':<10} {'Wh/1k':>9} {'p99 ms':>8} {'F1':>6}  energy")
-        for m, e, p99, f1 in rows[:5]:
-            print(f"{e['engine']:<12} {e['variant']:<10} {e['format']:<10} {fmt(m):>9} {fmt(p99):>8} "
-                  f"{fmt(f1):>6}  {e['label']}")
+        head = "Wh/1k srv" if metric.endswith(".server") else "Wh/1k"
+        print(f"{'engine':<12} {'variant':<10} {'format':<10} {head:>9} {'gross':>9} {'p99 ms':>8} {'MCC':>6}  energy")
+        for m, e, g, p99, mcc in rows[:5]:
+            print(f"{e['engine']:<12} {e['variant']:<10} {e['format']:<10} {fmt(m):>9} {fmt(g):>9} {fmt(p99):>8} "
+                  f"{fmt(mcc):>6}  {e['label']}{'  AT CHANCE' if chance_flag(e, 'served.') else ''}")
     print(f"report: {html_path}")
 
 
@@ -695,7 +807,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="report folder (default: <results-dir>/report)")
     ap.add_argument("--baseline", default=d.baseline, help="variant savings are measured against (default v0)")
     ap.add_argument("--p99-max-ms", type=float, default=d.p99_max_ms, help="SLO bound on mean p99 latency [ms]")
-    ap.add_argument("--f1-min", type=float, default=d.f1_min, help="SLO floor on F1")
+    ap.add_argument("--accuracy-metric", default=d.accuracy_metric, choices=list(tradeoffs.ACCURACY_METRICS),
+                    help="accuracy axis of the Pareto fronts and the SLO choice (default mcc)")
+    ap.add_argument("--accuracy-min", type=float, default=None,
+                    help="SLO floor on the accuracy metric (default: mcc 0.05, f1 0.5, pair_accuracy 0.5)")
+    ap.add_argument("--f1-min", type=float, default=None, help="SLO floor on F1 (= --accuracy-metric f1 "
+                    "--accuracy-min X)")
     ap.add_argument("--requests-per-day", type=float, default=d.requests_per_day, help="lifecycle load")
     ap.add_argument("--days", type=int, default=d.days, help="lifecycle horizon in days (default 365)")
     ap.add_argument("--countries", default=",".join(d.countries),
@@ -704,8 +821,9 @@ def main(argv: list[str] | None = None) -> int:
                     choices=[f"energy_kwh.{s}" for s in (*STAGES, "total")],
                     help="training energy used for savings, stacking and trade-offs")
     ap.add_argument("--serve-energy-metric", default=d.serve_energy_metric,
-                    choices=["energy_per_1k_wh.gross", "energy_per_1k_wh.net"],
-                    help="serving energy used for savings, stacking and the SLO choice")
+                    choices=list(SERVE_METRIC_LABEL),
+                    help="serving energy used for savings, stacking, Pareto and the SLO choice "
+                    "(default: server-attributed)")
     ap.add_argument("--margin", type=float, default=d.margin,
                     help="stacking: |ρ − 1| tolerance for a 'multiplicative' verdict (default 0.05)")
     ap.add_argument("--max-timelines", type=int, default=d.max_timelines, help="power timelines to plot")
@@ -713,8 +831,12 @@ def main(argv: list[str] | None = None) -> int:
     countries = [c.strip().upper() for c in a.countries.split(",") if c.strip()]
     if not countries:
         ap.error("--countries: give at least one ISO-3 code, e.g. DEU,FIN,FRA,USA")
+    metric, floor = a.accuracy_metric, a.accuracy_min
+    if a.f1_min is not None:
+        metric, floor = "f1", a.f1_min
     opts = ReportOptions(baseline=a.baseline, train_energy_metric=a.train_energy_metric,
-                         serve_energy_metric=a.serve_energy_metric, p99_max_ms=a.p99_max_ms, f1_min=a.f1_min,
+                         serve_energy_metric=a.serve_energy_metric, accuracy_metric=metric,
+                         p99_max_ms=a.p99_max_ms, accuracy_min=floor,
                          requests_per_day=a.requests_per_day, days=a.days, countries=countries, margin=a.margin,
                          max_timelines=a.max_timelines)
     build_report(a.results_dir, a.out, opts)

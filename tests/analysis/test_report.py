@@ -152,7 +152,7 @@ def test_clis_run_on_a_tree(tmp_path, built, capsys):
 def test_serving_plot_points_are_unique_per_setting():
     # same engine and variant in two formats: the dominated int8 point must not share the front's id
     cands = [{"engine": "onnxruntime", "variant": "v0", "format": f, "load": "closed-u4",
-              "energy_per_1k_wh": e, "f1": f1} for f, e, f1 in (("onnx", 0.006, 0.63), ("onnx-int8", 0.005, 0.61))]
+              "energy_per_1k_wh": e, "accuracy": f1} for f, e, f1 in (("onnx", 0.006, 0.63), ("onnx-int8", 0.005, 0.61))]
     cands.append({**cands[0], "format": "onnx", "load": "closed-u8"})
     ids = [p.id for p in serving_plot_points(cands)]
     assert len(set(ids)) == 3 and "v0·onnxruntime·onnx-int8·closed-u4" in ids

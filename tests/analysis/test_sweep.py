@@ -111,7 +111,7 @@ def test_full_sweep_writes_folders_aggregate_and_best(tmp_path):
     df = pd.read_csv(out / "aggregate.csv")
     assert len(df) == 4 and set(df["status"]) == {"ok"}
     assert {"set.training.tiny_learning_rate", "energy_kwh.training", "f1", "power_csv"} <= set(df.columns)
-    assert best["best_f1"]["id"] in set(df["run_id"]) and best["pareto"]
+    assert best["best_accuracy"]["id"] in set(df["run_id"]) and best["pareto"]
     assert json.loads((out / "best.json").read_text())["ran"] == 4
 
 

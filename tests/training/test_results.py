@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 import numpy as np
+import pytest
 
 from energy.base import EnergyRecord
 from study.metrics import classification_metrics

@@ -1,14 +1,18 @@
 """Train one variant end to end, with the energy of every stage measured.
 
 ``python -m training.train --variant v2 [--model tiny|<dir>|<hub id>] [--data PATH] [--repeats N]
-[--max-steps N] [--meter auto] [--set section.key=value …]``
+[--max-steps N] [--meter auto] [--include-flagged] [--set section.key=value …]``
 
 Stages (each an energy window): **data** (load BigVul, paired examples, group split, tokenizer,
 tokenisation) → **architecture** (build/load the model, layer pruning, LoRA wrapping) →
 **training** (HF Trainer, checkpoints every ``save_steps``; a rerun resumes) → **system** (save
 the artifact, LoRA merged, and reload it) → **inference** (evaluate the reloaded artifact on the
-test split). Output: ``artifacts/<variant>/model/``, ``results/train/<variant>/result.json``,
-``results/train/<variant>/runs/<run_id>/result.json`` per repeat, and
+test split). v9's ONNX export is its own window (``export``) and an outer window (``run``)
+covers the whole repeat: ``energy_kwh.total``, with ``unaccounted`` = total − stages − export.
+Repeats flagged ``resumed_from_step_<n>`` / ``tokenisation_cache_hit`` are left out of the
+means unless ``--include-flagged``. Output: ``artifacts/<variant>/model/``,
+``results/train/<variant>/result.json``, ``results/train/<variant>/runs/<run_id>/result.json``
+per repeat, and
 ``results/train/<variant>/training_progress.log``.
 """
 

@@ -150,6 +150,10 @@ class RuntimeConfig:
     meter_interval_s: float = 0.1
     idle_s: float = 3.0  # idle baseline before the first repeat (0 = skip)
     country: str = "FRA"  # grid intensity for CO2
+    # Reuse an identical earlier tokenisation of the training split (.cache/datasets): "resume"
+    # only when resuming from a checkpoint (default: every fresh repeat does the whole data
+    # stage), "always" whenever present (the repeat is then flagged tokenisation_cache_hit).
+    tokenize_cache: Literal["resume", "always"] = "resume"
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Two engines: ``pytorch`` (the reloaded artifact) and ``onnxruntime`` (the same model exported
 with ``torch.onnx.export`` and run by ONNX Runtime, variant v9). Both tokenise inside the timed
-loop, as a server would, so ``latency_ms`` includes tokenisation.
+loop, as a server would, so ``latency_ms`` includes tokenisation. The metrics are
+:func:`study.metrics.classification_metrics`, the study's one scoring function.
 """
 
 from __future__ import annotations
@@ -15,26 +16,7 @@ from typing import Any
 
 import numpy as np
 
-
-def classification_metrics(labels: Sequence[int], preds: Sequence[int]) -> dict[str, float]:
-    """Accuracy and the positive class's (label 1, vulnerable) F1, precision and recall.
-
-    Precision/recall/F1 are 0.0 when undefined (no predicted or no true positives), as
-    scikit-learn's ``zero_division=0``.
-    """
-    y = np.asarray(labels, dtype=int)
-    p = np.asarray(preds, dtype=int)
-    if y.shape != p.shape:
-        raise ValueError(f"labels and predictions differ in length: {y.shape} vs {p.shape}")
-    n = len(y)
-    tp = int(((p == 1) & (y == 1)).sum())
-    fp = int(((p == 1) & (y == 0)).sum())
-    fn = int(((p == 0) & (y == 1)).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    accuracy = float((p == y).sum() / n) if n else 0.0
-    return {"accuracy": accuracy, "f1": f1, "precision": precision, "recall": recall}
+from study.metrics import classification_metrics, logit_score
 
 
 def _batches(texts: Sequence[str], batch_size: int):
@@ -95,11 +77,19 @@ def predict_onnxruntime(
     return (np.concatenate(out) if out else np.zeros((0, 2), np.float32)), wall_s
 
 
-def summarise(labels: Sequence[int], logits: np.ndarray, wall_s: float) -> dict[str, Any]:
-    """Metrics + ``latency_ms`` (mean wall time per example, tokenisation included)."""
-    preds = logits.argmax(-1) if len(logits) else np.zeros(0, int)
+def summarise(labels: Sequence[int], logits: np.ndarray, wall_s: float,
+              pairs: Sequence[Any] | None = None) -> dict[str, Any]:
+    """:func:`study.metrics.classification_metrics` of ``logits`` against ``labels`` (argmax
+    predictions; the logit difference as the score for ROC-AUC and pair accuracy; ``pairs`` the
+    examples' pair ids, see :func:`training.data.make_examples`) + ``latency_ms`` (mean wall
+    time per example, tokenisation included)."""
+    logits = np.asarray(logits, dtype=np.float32).reshape(-1, 2)
+    preds = logits.argmax(-1)
     n = len(labels)
-    out: dict[str, Any] = classification_metrics(labels, preds)
+    if len(logits) != n:
+        raise ValueError(f"labels and logits differ in length: {n} vs {len(logits)}")
+    out: dict[str, Any] = classification_metrics(labels, preds, scores=logit_score(logits),
+                                                 pairs=None if pairs is None else list(pairs))
     out["latency_ms"] = wall_s * 1000.0 / n if n else None
     out["n_evaluated"] = n
     out["predicted_positive"] = int((preds == 1).sum())

@@ -1,14 +1,18 @@
 """Train one variant end to end, with the energy of every stage measured.
 
 ``python -m training.train --variant v2 [--model tiny|<dir>|<hub id>] [--data PATH] [--repeats N]
-[--max-steps N] [--meter auto] [--set section.key=value …]``
+[--max-steps N] [--meter auto] [--include-flagged] [--set section.key=value …]``
 
 Stages (each an energy window): **data** (load BigVul, paired examples, group split, tokenizer,
 tokenisation) → **architecture** (build/load the model, layer pruning, LoRA wrapping) →
 **training** (HF Trainer, checkpoints every ``save_steps``; a rerun resumes) → **system** (save
 the artifact, LoRA merged, and reload it) → **inference** (evaluate the reloaded artifact on the
-test split). Output: ``artifacts/<variant>/model/``, ``results/train/<variant>/result.json``,
-``results/train/<variant>/runs/<run_id>/result.json`` per repeat, and
+test split). v9's ONNX export is its own window (``export``) and an outer window (``run``)
+covers the whole repeat: ``energy_kwh.total``, with ``unaccounted`` = total − stages − export.
+Repeats flagged ``resumed_from_step_<n>`` / ``tokenisation_cache_hit`` are left out of the
+means unless ``--include-flagged``. Output: ``artifacts/<variant>/model/``,
+``results/train/<variant>/result.json``, ``results/train/<variant>/runs/<run_id>/result.json``
+per repeat, and
 ``results/train/<variant>/training_progress.log``.
 """
 
@@ -29,8 +33,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from energy.base import J_PER_KWH
 from energy.io import write_json_atomic
+from study.metrics import METRIC_NAMES, at_chance
 from training.config import (
     Config,
     ConfigError,
@@ -39,7 +46,17 @@ from training.config import (
     resolve,
 )
 from training.data import SPLIT_FILE
-from training.results import REQUIRED_KEYS, STAGES, aggregate, empty_result, energy_summary
+from training.results import (
+    EXPORT,
+    REQUIRED_KEYS,
+    RESUMED_FLAG,
+    RUN_WINDOW,
+    STAGES,
+    TOKENISATION_CACHE_HIT,
+    aggregate,
+    empty_result,
+    energy_summary,
+)
 from training.runtime import (
     LAUNCHED_ENV,
     Hardware,
@@ -164,19 +181,29 @@ TOKENIZE_CACHE = Path(os.environ.get("GPS_CACHE_DIR", REPO_ROOT / ".cache")) / "
 
 
 def tokenize(tokenizer, texts: list[str], labels: list[int], max_length: int, padding: str,
-             cache_dir: Path | None = None):
+             cache_dir: Path | None = None, reuse_cache: bool = True):
     """Tokenise with the ``datasets`` library, cached on disk.
 
     Truncates to ``max_length`` tokens and pads to it (``max_length``) or not at all
     (``longest``: the collator pads each batch). The cache file is keyed by the texts, labels,
-    tokenizer and settings, so a rerun (or a resumed run) skips the work and a change of any of
-    them never reuses a stale file. Returns the dataset and truncation statistics.
+    tokenizer and settings, so a change of any of them never reuses a stale file. With
+    ``reuse_cache`` an existing file is loaded instead of tokenising (``cache_hit`` in the
+    returned info: the data stage then did not do the whole work); without, the file is
+    rewritten. Only the texts and labels enter the dataset (no ``group``/``pair`` column
+    reaches the Trainer). Returns the dataset and truncation statistics.
     """
     import datasets
 
     key = hashlib.sha256()
-    key.update(tokenizer.backend_tokenizer.to_str().encode() if hasattr(tokenizer, "backend_tokenizer")
-               else repr(tokenizer).encode())
+    if hasattr(tokenizer, "backend_tokenizer"):
+        # the vocabulary and pipeline, without the truncation/padding state a previous call left
+        # behind (max_length and padding are keyed below)
+        spec = json.loads(tokenizer.backend_tokenizer.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+        key.update(json.dumps(spec, sort_keys=True).encode())
+    else:
+        key.update(repr(tokenizer).encode())
     key.update(f"{max_length}|{padding}|{len(texts)}".encode())
     for t, y in zip(texts, labels, strict=True):
         key.update(t.encode("utf-8", "surrogatepass"))
@@ -184,6 +211,7 @@ def tokenize(tokenizer, texts: list[str], labels: list[int], max_length: int, pa
     cache = Path(cache_dir or TOKENIZE_CACHE)
     cache.mkdir(parents=True, exist_ok=True)
     cache_file = cache / f"tokenized-{key.hexdigest()[:24]}.arrow"
+    cache_hit = reuse_cache and cache_file.exists()
 
     def encode(batch):
         enc = tokenizer(batch["text"], truncation=True, max_length=max_length,
@@ -193,7 +221,7 @@ def tokenize(tokenizer, texts: list[str], labels: list[int], max_length: int, pa
 
     raw = datasets.Dataset.from_dict({"text": list(texts), "label": [int(y) for y in labels]})
     ds = raw.map(encode, batched=True, remove_columns=["text", "label"],
-                 cache_file_name=str(cache_file), load_from_cache_file=True,
+                 cache_file_name=str(cache_file), load_from_cache_file=reuse_cache,
                  desc="tokenise", keep_in_memory=False)
     n_tokens = ds["n_tokens"]
     ds = ds.remove_columns(["n_tokens"])
@@ -204,11 +232,13 @@ def tokenize(tokenizer, texts: list[str], labels: list[int], max_length: int, pa
         "truncated": n_trunc, "truncated_share": n_trunc / n if n else 0.0,
         "mean_tokens": sum(n_tokens) / n if n else 0.0,
         "library": f"datasets {datasets.__version__}", "cache_file": str(cache_file),
+        "cache_hit": cache_hit,
     }
 
 
-def data_stage(cfg: Config, seed: int, ckpt_dir: Path) -> dict[str, Any]:
-    """Load BigVul, build paired examples, split by group, get the tokenizer, tokenise train."""
+def data_stage(cfg: Config, seed: int, ckpt_dir: Path, reuse_tokenisation: bool = False) -> dict[str, Any]:
+    """Load BigVul, build paired examples, split by group, get the tokenizer, tokenise train
+    (loading an earlier identical tokenisation only with ``reuse_tokenisation``)."""
     from training.data import (
         class_balance,
         load_bigvul,
@@ -252,7 +282,7 @@ def data_stage(cfg: Config, seed: int, ckpt_dir: Path) -> dict[str, Any]:
             raise RuntimeError(f"tokenizer for model {cfg.model.name!r} is not available offline ({e})") from None
     tokenizer.model_max_length = cfg.max_length
     train_ds, trunc = tokenize(tokenizer, train["text"].tolist(), train["label"].tolist(),
-                               cfg.max_length, cfg.data.padding)
+                               cfg.max_length, cfg.data.padding, reuse_cache=reuse_tokenisation)
     return {
         "path": path, "train": train, "test": test, "validation": splits["validation"],
         "tokenizer": tokenizer, "train_ds": train_ds,
@@ -479,7 +509,36 @@ def _unwrap(trainer):
 def run_once(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, meters, run_id: str,
              environment: dict[str, Any]) -> dict[str, Any]:
     """One full pipeline run (all five stages) → its result dict (status ok). Raises on failure,
-    after filling ``result`` as far as it got (the caller records it as failed)."""
+    after filling ``result`` as far as it got (the caller records it as failed).
+
+    The whole repeat runs inside the outer window ``run``: its energy is ``energy_kwh.total``,
+    and what no stage (or export) window covered is ``energy_kwh.unaccounted``."""
+    state: dict[str, Any] = {}
+    outer = None
+    t0 = time.perf_counter()
+    try:
+        with meters.window(RUN_WINDOW) as outer:
+            return _run_stages(variant, cfg, pl, seed, paths, meters, run_id, environment, state)
+    finally:
+        # also on failure: the partial result's total is the outer window up to the failure
+        result = state.get("result")
+        if result is not None:
+            if outer is not None and outer.record is not None:
+                state["records"][RUN_WINDOW] = outer.record
+            _fill_energy(result, state["records"], state["durations"], meters,
+                         total_s=time.perf_counter() - t0)
+            total = result["energy_kwh"]["total"]
+            if total is not None:
+                from energy.carbon import co2_kg, grid_intensity
+
+                result["grid_gco2_per_kwh"] = grid_intensity(cfg.runtime.country)
+                result["co2_kg"] = co2_kg(total, cfg.runtime.country)
+
+
+def _run_stages(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, meters, run_id: str,
+                environment: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """The body of :func:`run_once`; ``state`` receives ``result``, ``records`` and ``durations``
+    as soon as they exist."""
     import torch
 
     if cfg.runtime.threads:
@@ -496,7 +555,10 @@ def run_once(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, me
                   country=cfg.runtime.country, notes=list(pl.notes))
     records: dict[str, Any] = {}
     durations: dict[str, float] = {}
+    state.update(result=result, records=records, durations=durations)
     _current["result"] = result
+    if resume_from is not None:  # its energy is not that of a whole run: flagged, out of the means
+        result["flags"].append(RESUMED_FLAG.format(step=int(resume_from.name.split("-")[-1])))
 
     def stage(name: str):
         @contextmanager
@@ -517,8 +579,11 @@ def run_once(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, me
 
     # data
     with stage("data"):
-        d = data_stage(cfg, seed, ckpt_dir)
+        d = data_stage(cfg, seed, ckpt_dir,
+                       reuse_tokenisation=resume_from is not None or cfg.runtime.tokenize_cache == "always")
     result["data"] = d["info"]
+    if d["info"]["train_tokenization"]["cache_hit"]:
+        result["flags"].append(TOKENISATION_CACHE_HIT)
     result["class_balance"] = d["class_balance"]
     tokenizer = d["tokenizer"]
 
@@ -588,16 +653,16 @@ def run_once(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, me
 
     test = d["test"]
     texts, labels = test["text"].tolist(), test["label"].tolist()
+    pairs = [None if pd.isna(p) else str(p) for p in test["pair"]] if "pair" in test.columns else None
     ev: dict[str, Any] = {"engine": cfg.inference.engine, "quantization": pl.eval_quantization,
                           "batch_size": cfg.inference.batch_size, "split": "test"}
     if cfg.inference.engine == "onnxruntime":
         with tempfile.TemporaryDirectory(prefix="gps-onnx-") as tmp:
-            t0 = time.perf_counter()
             onnx_path = Path(tmp) / "model.onnx"
-            with meters.window("export") as w:
+            with stage(EXPORT):  # its own window: energy_kwh.export, not part of a stage
                 ev["onnx_export"] = export_onnx(reloaded, onnx_path, opset=cfg.inference.onnx_opset)
-            ev["export_s"] = time.perf_counter() - t0
-            ev["export_energy"] = w.record.to_dict() if w.record is not None else None
+            ev["export_s"] = durations[EXPORT]
+            ev["export_energy"] = records[EXPORT].to_dict() if EXPORT in records else None
             ev["onnx_bytes"] = onnx_path.stat().st_size
             with stage("inference"):
                 logits, wall_s = predict_onnxruntime(onnx_path, reloaded_tok, texts, max_length=cfg.max_length,
@@ -615,19 +680,15 @@ def run_once(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, me
                 device=pl.device if pl.eval_quantization == "none" else "cpu",
                 autocast_dtype=autocast if pl.eval_quantization == "none" else None)
         ev["autocast"] = str(autocast).replace("torch.", "") if autocast is not None and pl.eval_quantization == "none" else None
-    metrics = summarise(labels, logits, wall_s)
+    metrics = summarise(labels, logits, wall_s, pairs=pairs)
     ev.update(metrics)
     result["evaluation"] = ev
-    for k in ("accuracy", "f1", "precision", "recall", "latency_ms"):
+    for k in (*METRIC_NAMES, "latency_ms"):
         result[k] = metrics[k]
+    result["at_chance"] = at_chance(metrics["mcc"])
 
-    # CO2 (the energy fields are kept current by every stage, see _fill_energy)
-    total = result["energy_kwh"]["total"]
-    if total is not None:
-        from energy.carbon import co2_kg, grid_intensity
-
-        result["grid_gco2_per_kwh"] = grid_intensity(cfg.runtime.country)
-        result["co2_kg"] = co2_kg(total, cfg.runtime.country)
+    # the energy fields are kept current by every stage (_fill_energy); run_once adds the outer
+    # window's total and the CO2 when the repeat ends
     result["status"] = "ok"
     result["failure_reason"] = None
     if not cfg.training.keep_checkpoints:
@@ -639,8 +700,11 @@ def run_once(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths, me
     return result
 
 
-def _fill_energy(result: dict[str, Any], records: dict[str, Any], durations: dict[str, float], meters) -> None:
-    """Write the energy and duration fields of ``result`` from the stage records so far."""
+def _fill_energy(result: dict[str, Any], records: dict[str, Any], durations: dict[str, float], meters,
+                 total_s: float | None = None) -> None:
+    """Write the energy and duration fields of ``result`` from the window records so far
+    (stages, ``export``, and the outer ``run`` window once it closed). ``total_s``: the whole
+    repeat's duration, once known (until then the sum of the windows so far)."""
     result["energy"] = {name: rec.to_dict() for name, rec in records.items()}
     own = {}
     for name, rec in records.items():
@@ -656,7 +720,14 @@ def _fill_energy(result: dict[str, Any], records: dict[str, Any], durations: dic
     result["meter"] = meters.describe()
     if meters.idle_w is not None:
         result["idle_w"] = meters.idle_w
-    result["duration_s"] = {**durations, "total": sum(durations.values())}
+    parts = sum(durations.values())
+    result["duration_s"] = {**durations, "unaccounted": None if total_s is None else total_s - parts,
+                            "total": parts if total_s is None else total_s}
+    unacc = result["energy_kwh"].get("unaccounted")
+    total = result["energy_kwh"].get("total")
+    if unacc is not None and total and unacc < -0.01 * total:  # cannot happen with additive windows
+        result["notes"].append(f"unaccounted energy is negative ({unacc * J_PER_KWH:.1f} J): the stage "
+                               "windows add up to more than the outer window (meter integration error)")
 
 
 _current: dict[str, Any] = {}  # the run in progress, so a failure can still write what it had
@@ -684,10 +755,11 @@ def _new_run_id(seed: int) -> str:
 
 
 def run_variant(variant: str, cfg: Config, *, repeats: int = 1, paths: RunPaths | None = None,
-                hw: Hardware | None = None, meters=None) -> dict[str, Any]:
+                hw: Hardware | None = None, meters=None, include_flagged: bool = False) -> dict[str, Any]:
     """Run ``repeats`` seeds of ``variant`` and write every result file. Returns the variant's
     result dict (``status`` ok/failed). Raises :class:`Refused` (after writing a failed
-    result.json) when the variant cannot run here."""
+    result.json) when the variant cannot run here. Flagged repeats (resumed, tokenisation
+    cache hit) are left out of the means unless ``include_flagged``."""
     from energy.environment import capture
 
     paths = paths or RunPaths(variant)
@@ -740,7 +812,8 @@ def run_variant(variant: str, cfg: Config, *, repeats: int = 1, paths: RunPaths 
                     if not (is_worker() and rank() != 0):
                         write_json_atomic(paths.run_result(res["run_id"]), res)
                         runs.append(res)
-                        write_json_atomic(paths.result, aggregate(variant, runs, runs[-1]["run_id"]))
+                        write_json_atomic(paths.result, aggregate(variant, runs, runs[-1]["run_id"],
+                                                                  include_flagged=include_flagged))
                     raise
                 log.debug("run %s failed", run_id, exc_info=True)
             res["n_repeats"] = 1
@@ -752,7 +825,7 @@ def run_variant(variant: str, cfg: Config, *, repeats: int = 1, paths: RunPaths 
         if is_worker() and rank() != 0:
             return {"status": "ok", "variant": variant}
         final = aggregate(variant, runs, runs[0]["run_id"] if len(runs) == 1 else
-                          f"{runs[0]['run_id']}..{runs[-1]['run_id']}")
+                          f"{runs[0]['run_id']}..{runs[-1]['run_id']}", include_flagged=include_flagged)
         write_json_atomic(paths.result, final)
         return final
     finally:
@@ -760,8 +833,13 @@ def run_variant(variant: str, cfg: Config, *, repeats: int = 1, paths: RunPaths 
             meters.close()
 
 
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
 def summary_line(res: dict[str, Any]) -> str:
-    """One line: variant, F1, class balance, energy per stage with source/kind, artifact."""
+    """One line: variant, F1 (beside the constant baseline), MCC, class balance, energy per
+    stage with source/kind, flags, artifact."""
     if res.get("status") != "ok":
         return f"{res.get('variant')} [{res.get('run_id')}]: FAILED — {res.get('failure_reason')}"
     cb = res.get("class_balance", {}).get("test", {})
@@ -769,14 +847,18 @@ def summary_line(res: dict[str, Any]) -> str:
     src = res.get("energy_source", {})
     stages = " ".join(
         f"{s} {e[s] * J_PER_KWH:.0f}J" if e.get(s) is not None else f"{s} n/a"
-        for s in STAGES
+        for s in (*STAGES, EXPORT, "unaccounted") if s in STAGES or e.get(s) is not None
     )
     sources = ",".join(sorted(set(src.values()))) or "none"
+    chance = " AT CHANCE" if res.get("at_chance") else ""
+    flags = f" | flags {','.join(res['flags'])}" if res.get("flags") else ""
     return (
-        f"{res['variant']} [{res['run_id']}]: F1 {res['f1']:.3f} acc {res['accuracy']:.3f} "
+        f"{res['variant']} [{res['run_id']}]: F1 {_fmt(res['f1'])} (constant 'vulnerable' "
+        f"{_fmt(res.get('baseline_f1'))}) MCC {_fmt(res.get('mcc'))}{chance} acc {_fmt(res['accuracy'])} "
+        f"pair acc {_fmt(res.get('pair_accuracy'))} "
         f"(test n={cb.get('n')}, {100 * cb.get('positive_share', 0):.0f}% vulnerable) | "
         f"energy {stages} total {(e.get('total') or 0) * 1000:.4f} Wh ({sources}, {res.get('energy_kind')}) | "
-        f"{res.get('duration_s', {}).get('total', 0):.0f} s | artifact {res.get('artifact')}"
+        f"{res.get('duration_s', {}).get('total', 0):.0f} s{flags} | artifact {res.get('artifact')}"
     )
 
 
@@ -799,6 +881,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-s", type=float, default=None, help="idle baseline seconds before the first repeat (0 = skip)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config key (validated like the YAML); repeatable")
+    p.add_argument("--include-flagged", action="store_true",
+                   default=os.environ.get("INCLUDE_FLAGGED", "").lower() in ("1", "true", "yes"),
+                   help="average flagged repeats too (resumed from a checkpoint, tokenisation cache hit); "
+                        "default: left out of the means and CIs, listed in 'excluded' (env INCLUDE_FLAGGED=1)")
     p.add_argument("--results-dir", default=os.environ.get("RESULTS_DIR", "results"), help="default: results")
     p.add_argument("--artifacts-dir", default=os.environ.get("ARTIFACTS_DIR", "artifacts"), help="default: artifacts")
     p.add_argument("--list", action="store_true", help="list every variant and what it changes, then exit")
@@ -871,7 +957,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = RunPaths(args.variant, args.results_dir, args.artifacts_dir)
     try:
         with variant_lock(paths) if not (is_worker() and rank() != 0) else nullcontext():
-            res = run_variant(args.variant, cfg, repeats=args.repeats, paths=paths)
+            res = run_variant(args.variant, cfg, repeats=args.repeats, paths=paths,
+                              include_flagged=args.include_flagged)
     except Busy as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -888,10 +975,19 @@ def main(argv: list[str] | None = None) -> int:
     if res.get("status") != "ok":
         print(f"error: {args.variant} failed: {res.get('failure_reason')}", file=sys.stderr)
         return EXIT_FAILED
-    if res.get("n_repeats", 1) > 1:
+    if res.get("n_repeats", 1) > 1 or res.get("excluded") or res.get("flags"):
         ci = res.get("ci95", {}).get("f1")
-        print(f"{args.variant}: mean F1 {res['f1']:.3f} over {res['n_repeats']} repeats"
-              + (f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else "") + f"; {paths.result}")
+        mci = res.get("ci95", {}).get("mcc")
+        left_out = (f"; {len(res['excluded'])} flagged left out "
+                    f"({'; '.join(e['run_id'] + ': ' + ','.join(e['flags']) for e in res['excluded'])})"
+                    if res.get("excluded") else "")
+        flagged = f"; flagged: {','.join(res['flags'])}" if res.get("flags") else ""
+        print(f"{args.variant}: mean F1 {_fmt(res['f1'])}"
+              + (f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+              + f", MCC {_fmt(res.get('mcc'))}" + (f" (95% CI {mci[0]:.3f}–{mci[1]:.3f})" if mci else "")
+              + (" at chance" if res.get("at_chance") else "")
+              + f" over {res.get('n_used', res['n_repeats'])} of {res['n_repeats']} repeats"
+              + left_out + flagged + f"; {paths.result}")
     return 0
 
 

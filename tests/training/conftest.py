@@ -40,18 +40,22 @@ def _one_thread():
 
 
 @pytest.fixture
-def run_tiny(tmp_path: Path):
-    """``run_tiny("v2", extra_sets=[...], repeats=1)`` → (result dict, RunPaths), in-process."""
+def run_tiny(tmp_path: Path, monkeypatch):
+    """``run_tiny("v2", extra_sets=[...], repeats=1)`` → (result dict, RunPaths), in-process.
+    Each test has its own tokenisation cache (tmp_path), so cache hits are the test's own."""
+    from training import train
     from training.config import resolve
     from training.train import RunPaths, run_variant
 
-    def run(variant: str, extra_sets=(), repeats: int = 1, hw=None):
+    monkeypatch.setattr(train, "TOKENIZE_CACHE", tmp_path / "cache" / "datasets")
+
+    def run(variant: str, extra_sets=(), repeats: int = 1, hw=None, include_flagged: bool = False):
         sets = list(TINY_SETS)
         if "v8" in variant.split("+"):
             sets.remove("data.tiny_max_length=64")  # v8's own trimmed length (64) applies
         cfg = resolve(variant, [*sets, *extra_sets])
         paths = RunPaths(variant, tmp_path / "results", tmp_path / "artifacts")
-        res = run_variant(variant, cfg, repeats=repeats, paths=paths, hw=hw)
+        res = run_variant(variant, cfg, repeats=repeats, paths=paths, hw=hw, include_flagged=include_flagged)
         return res, paths
 
     return run

@@ -98,6 +98,12 @@ def test_sigkill_mid_training_then_rerun_resumes(cli_env, tmp_path, tiny_sets):
     assert res["training"]["resumed_from"].startswith("checkpoint-")
     assert res["training"]["global_step"] == 8
     assert any("resumed from" in n for n in res["notes"])
+    step = int(res["training"]["resumed_from"].split("-")[-1])
+    assert f"resumed_from_step_{step}" in res["flags"]  # its energy is not a whole run's
+    assert "tokenisation_cache_hit" in res["flags"]  # the resumed repeat reuses the killed one's tokenisation
+    assert any("every ok repeat is flagged" in n for n in res["notes"])
+    run = json.loads((result.parent / "runs" / res["run_id"] / "result.json").read_text())
+    assert run["flags"] == res["flags"]
     assert not ckpts.exists(), "checkpoints are removed after a successful run"
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from training.results import REQUIRED_KEYS, STAGES
+from training.results import ENERGY_KEYS, REQUIRED_KEYS, STAGES
 
 # Every variant that runs on CPU, one per distinct code path. v15–v22 differ from v13/v14
 # only in the pruning count (covered by test_model/test_config); v9 and v11 are `slow` below.
@@ -24,7 +24,23 @@ def _check_result(res: dict, paths) -> None:
         rec = on_disk["energy"][s]
         assert rec["source"] and rec["kind"] in ("measured", "estimated") and rec["duration_s"] >= 0
     assert on_disk["energy_kind"] in ("measured", "estimated")
+    # totals: the outer window is the whole repeat; stages + export + unaccounted = total
+    e, d = on_disk["energy_kwh"], on_disk["duration_s"]
+    assert set(e) == set(ENERGY_KEYS) and e["unaccounted"] is not None
+    parts = sum(e[s] or 0.0 for s in (*STAGES, "export"))
+    assert parts + e["unaccounted"] == pytest.approx(e["total"], rel=1e-9)
+    assert e["unaccounted"] >= -1e-6 * e["total"]  # windows inside the outer one add up to ≤ it
+    assert on_disk["energy"]["run"]["duration_s"] == pytest.approx(d["total"], abs=0.5)
+    assert sum(d[s] for s in d if s not in ("unaccounted", "total")) + d["unaccounted"] == pytest.approx(d["total"])
+    assert on_disk["co2_kg"] is not None and on_disk["co2_kg"] > 0
+    assert on_disk["flags"] == [] and on_disk["excluded"] == [] and on_disk["n_used"] == 1
     assert 0.0 <= on_disk["f1"] <= 1.0 and on_disk["latency_ms"] > 0
+    for k in ("mcc", "balanced_accuracy", "roc_auc", "baseline_f1"):
+        assert on_disk[k] is not None and on_disk[k] == on_disk["evaluation"][k], k
+    assert -1.0 <= on_disk["mcc"] <= 1.0 and isinstance(on_disk["at_chance"], bool)
+    cb_test = on_disk["class_balance"]["test"]
+    pi = cb_test["positive"] / cb_test["n"]
+    assert on_disk["baseline_f1"] == pytest.approx(2 * pi / (1 + pi))
     assert set(on_disk["class_balance"]) == {"train", "validation", "test"}
     assert on_disk["class_balance"]["test"]["n"] == on_disk["evaluation"]["n_evaluated"]
     assert on_disk["model"]["params"] > 0 and on_disk["model"]["size_mb"] > 0
@@ -97,6 +113,8 @@ def test_other_split_seed_and_awkward_functions(run_tiny):
     assert logits.shape == (len(weird), 2)
     m = summarise([0, 0, 1, 1, 0, 1], logits, wall_s)
     assert m["n_evaluated"] == 6 and m["latency_ms"] > 0
+    # the whole paired test split: vulnerable functions and their fixes side by side
+    assert res["evaluation"]["n_pairs"] > 50 and 0.0 <= res["pair_accuracy"] <= 1.0
 
 
 def test_repeats_write_every_run_and_a_ci(run_tiny):
@@ -114,12 +132,47 @@ def test_repeats_write_every_run_and_a_ci(run_tiny):
     assert all(f"run={r}" in log for r in res["runs"]) and "loss=" in log
 
 
+def test_tokenisation_cache_hit_flags_the_repeat_and_keeps_it_out_of_the_means(run_tiny):
+    """runtime.tokenize_cache=always: the 2nd repeat loads the 1st one's tokenisation, is
+    flagged, and the means are the 1st repeat's alone (unless include_flagged)."""
+    sets = ["training.max_steps=1", "runtime.tokenize_cache=always"]
+    res, paths = run_tiny("v0", sets, repeats=2)
+    first, second = (json.loads(paths.run_result(r).read_text()) for r in res["runs"])
+    assert first["flags"] == [] and not first["data"]["train_tokenization"]["cache_hit"]
+    assert second["flags"] == ["tokenisation_cache_hit"] and second["data"]["train_tokenization"]["cache_hit"]
+    assert res["n_used"] == 1 and res["excluded"] == [{"run_id": second["run_id"], "flags": ["tokenisation_cache_hit"]}]
+    assert res["f1"] == first["f1"] and res["energy_kwh"]["total"] == first["energy_kwh"]["total"]
+    assert "f1" not in res["ci95"] and any("left out of the means" in n for n in res["notes"])
+    # the default (resume) tokenises every fresh repeat: nothing flagged, both averaged
+    res2, _ = run_tiny("v0", ["training.max_steps=1"], repeats=2)
+    assert res2["n_used"] == 2 and res2["excluded"] == [] and "f1" in res2["ci95"]
+
+
+def test_tokenize_keeps_only_model_columns_and_reports_cache_hits(tmp_path):
+    from training.data import load_split
+    from training.model import train_tokenizer
+    from training.train import tokenize
+
+    test = load_split("test").head(12)
+    assert "pair" in test.columns
+    tok = train_tokenizer(test["text"], vocab_size=300, max_length=32)
+    args = (tok, test["text"].tolist(), test["label"].tolist(), 32, "longest", tmp_path)
+    ds, info = tokenize(*args, reuse_cache=True)
+    assert ds.column_names == ["input_ids", "attention_mask", "labels"] and info["cache_hit"] is False
+    assert tokenize(*args, reuse_cache=True)[1]["cache_hit"] is True
+    ds2, info2 = tokenize(*args, reuse_cache=False)
+    assert info2["cache_hit"] is False and ds2["input_ids"] == ds["input_ids"]
+
+
 @pytest.mark.slow
 def test_v9_evaluates_through_onnxruntime(run_tiny):
     res, paths = run_tiny("v9")
     _check_result(res, paths)
     ev = res["evaluation"]
     assert ev["engine"] == "onnxruntime" and ev["onnx_bytes"] > 0 and ev["export_energy"]["source"]
+    assert res["energy_kwh"]["export"] == pytest.approx(ev["export_energy"]["gross_kwh"])
+    assert res["duration_s"]["export"] == ev["export_s"] and res["energy_source"]["export"]
+    assert res["mcc"] is not None and res["roc_auc"] is not None  # scored from ONNX Runtime's logits
 
 
 @pytest.mark.slow

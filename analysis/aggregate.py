@@ -216,6 +216,10 @@ def collect_train(results_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]]
             if isinstance(obj.get("energy_source"), dict) else obj.get("energy_source"),
             "country": obj.get("country"),
             "model_name": get_path(obj, "model.name"),
+            "flags": ",".join(obj.get("flags") or []),
+            "excluded_runs": ",".join(str(x.get("run_id")) for x in (obj.get("excluded") or [])
+                                      if isinstance(x, dict)),
+            "include_flagged": bool(obj.get("include_flagged", False)),
             "data": str(get_path(obj, "config.data.path") or get_path(obj, "split.data_path") or ""),
             "synthetic": bool(get_path(obj, "environment.synthetic", False)),
             "path": str(rel),
@@ -260,6 +264,11 @@ def _select_train(df: pd.DataFrame) -> tuple[list[bool], list[str]]:
         listed: set[str] = set()
         for lst in vfile["listed_runs"]:
             listed |= {r for r in str(lst).split(",") if r}
+        # Repeats the training run itself left out of its means (resumed, tokenisation cache hit;
+        # docs/training.md), unless it was asked to include them.
+        excluded: set[str] = set()
+        for lst in vfile.get("excluded_runs", pd.Series(dtype=str)):
+            excluded |= {r for r in str(lst).split(",") if r and r != "nan"}
         if not runs.empty:
             chosen = runs
             if listed and runs["run_id"].isin(listed).any():
@@ -270,6 +279,8 @@ def _select_train(df: pd.DataFrame) -> tuple[list[bool], list[str]]:
                     note[pos] = "superseded (not in the variant result.json's runs)"
                 elif df.at[i, "status"] != "ok":
                     note[pos] = "failed"
+                elif df.at[i, "run_id"] in excluded and len(excluded) < len(chosen):
+                    note[pos] = f"flagged ({df.at[i, 'flags']}): left out of means"
                 else:
                     used[pos] = True
             for i in vfile.index:

@@ -169,3 +169,19 @@ def test_runs_differing_in_batch_workers_or_meter_are_separate_settings(tmp_path
         "onnxruntime__v0__onnx__closed-u8·w2__estimate", "onnxruntime__v0__onnx__closed-u8__rapl",
         "onnxruntime__v0__onnx__open-r20-p40__estimate"}
     assert agg.metrics["superseded"]["load"] == 0  # nothing superseded another setting
+
+
+def test_flagged_training_repeats_are_left_out_like_training_left_them_out(tmp_path):
+    base = {"status": "ok", "variant": "v0", "f1": 0.5, "energy_kind": "estimated",
+            "energy_source": {"training": "estimate"}}
+    for rid, e, flags in (("r1", 1.0, []), ("r2", 3.0, []), ("r3", 100.0, ["resumed_from_step_4"])):
+        p = tmp_path / "train" / "v0" / "runs" / rid / "result.json"
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps({**base, "run_id": rid, "energy_kwh": {"training": e}, "flags": flags}))
+    (tmp_path / "train" / "v0" / "result.json").write_text(json.dumps(
+        {**base, "run_id": "r3", "runs": ["r1", "r2", "r3"], "n_repeats": 3, "energy_kwh": {"training": 2.0},
+         "excluded": [{"run_id": "r3", "flags": ["resumed_from_step_4"]}]}))
+    agg = aggregate(tmp_path, write=False)
+    assert agg.train["v0"]["metrics"]["energy_kwh.training"]["mean"] == pytest.approx(2.0)
+    notes = set(agg.train_runs["note"])
+    assert "flagged (resumed_from_step_4): left out of means" in notes

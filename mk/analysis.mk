@@ -5,14 +5,16 @@
 #   make report-check                      headless Chromium screenshot + section check of the report
 #   make sweep N=3 [SWEEP_SEED=0] [SERVE=1] random search; rerun the same command to resume
 #
-# Knobs: RESULTS_DIR (results), SLO_P99_MS (500), SLO_F1_MIN (0.5), REQUESTS_PER_DAY (100000),
+# Knobs: RESULTS_DIR (results), SLO_P99_MS (500), ACCURACY_METRIC (mcc | f1 | pair_accuracy),
+# SLO_ACCURACY_MIN (default per metric: mcc 0.05, f1 0.5, pair_accuracy 0.5), REQUESTS_PER_DAY (100000),
 # REGIONS (DEU,FIN,FRA,USA), SWEEP_SPACE (analysis/search_space.yaml), SWEEP_MAX_STEPS (from
 # the space file), SWEEP_OUT (results/sweep).
 
 RESULTS_DIR      ?= results
 REPORT_DIR       ?= $(RESULTS_DIR)/report
 SLO_P99_MS       ?= 500
-SLO_F1_MIN       ?= 0.5
+ACCURACY_METRIC  ?= mcc
+SLO_ACCURACY_MIN ?=
 REQUESTS_PER_DAY ?= 100000
 REGIONS          ?= DEU,FIN,FRA,USA
 N                ?= 3
@@ -27,9 +29,10 @@ SERVE            ?=
 aggregate: $(STAMP) ## tidy tables (results/tables/) + results/aggregated_metrics.json from every result file
 	$(PY) -m analysis.aggregate --results-dir $(RESULTS_DIR)
 
-report: $(STAMP) ## build results/report/index.html + report.md (self-contained; SLO_P99_MS= SLO_F1_MIN= REGIONS=)
+report: $(STAMP) ## build results/report/index.html + report.md (self-contained; SLO_P99_MS= ACCURACY_METRIC= SLO_ACCURACY_MIN= REGIONS=)
 	$(PY) -m analysis.report --results-dir $(RESULTS_DIR) --out $(REPORT_DIR) \
-		--p99-max-ms $(SLO_P99_MS) --f1-min $(SLO_F1_MIN) \
+		--p99-max-ms $(SLO_P99_MS) --accuracy-metric $(ACCURACY_METRIC) \
+		$(if $(SLO_ACCURACY_MIN),--accuracy-min $(SLO_ACCURACY_MIN)) \
 		--requests-per-day $(REQUESTS_PER_DAY) --countries $(REGIONS)
 
 report-check: $(STAMP) ## render the report in headless Chromium and save a screenshot (builds the report if missing)

@@ -4,6 +4,8 @@
 #   make load ENGINE=pytorch RPS=40                       open loop, Poisson arrivals
 #   make load ENGINE=onnxruntime SWEEP=1,4,16,64          one run per level (users; rates with RPS=…)
 #   make load ENGINE=triton WORKERS=2                     Locust master + 2 workers
+#   make load STABLE=1                                    sub-windows until throughput, p50, J/req agree
+#   make load SERVER_CPUS=0 CLIENT_CPUS=1                 pin server and Locust to disjoint cores
 #   make bench-load                                       onnxruntime vs pytorch vs triton, ratios
 #
 # Results: results/load/<engine>__<variant>/<run_id>/summary.json (+ repeat-<k>/ raw files).
@@ -20,6 +22,10 @@ REPEATS     ?= 1
 WORKERS     ?= 0
 WARMUP      ?= 5
 IDLE        ?= 5
+SETTLE      ?= 2
+STABLE      ?=
+SERVER_CPUS ?=
+CLIENT_CPUS ?=
 BATCH       ?= 1
 LOAD_URL    ?=
 LOAD_ARGS   ?=
@@ -36,12 +42,14 @@ BENCH_SCRIPTS += $(PY) -m loadtest.bench --engines $(BENCH_ENGINES) --users $(BE
 ifeq ($(RUNTIME),docker)
 load: docker-load
 else
-load: $(STAMP) ## run a load test: ENGINE= VARIANT= FORMAT= USERS= RPS= SWEEP= DURATION= REPEATS= WORKERS= (results/load/…/summary.json)
+load: $(STAMP) ## run a load test: ENGINE= VARIANT= FORMAT= USERS= RPS= SWEEP= DURATION= REPEATS= WORKERS= STABLE=1 SERVER_CPUS= CLIENT_CPUS= (results/load/…/summary.json)
 	$(PY) -m loadtest.run --engine $(ENGINE) --variant $(VARIANT) $(if $(FORMAT),--format $(FORMAT)) \
 		$(if $(USERS),--users $(USERS)) $(if $(RPS),--rps $(RPS)) \
 		$(if $(SWEEP),--sweep $(SWEEP) $(if $(and $(RPS),$(if $(USERS),,x)),--sweep-kind rps)) \
 		--duration $(DURATION) --repeats $(REPEATS) --workers $(WORKERS) --warmup $(WARMUP) \
-		--idle $(IDLE) --batch $(BATCH) $(if $(LOAD_URL),--url $(LOAD_URL)) \
+		--idle $(IDLE) --settle $(SETTLE) --batch $(BATCH) $(if $(LOAD_URL),--url $(LOAD_URL)) \
+		$(if $(STABLE),--stable) $(if $(SERVER_CPUS),--server-cpus $(SERVER_CPUS)) \
+		$(if $(CLIENT_CPUS),--client-cpus $(CLIENT_CPUS)) \
 		--meter '$(METER)' --country $(COUNTRY) $(LOAD_ARGS)
 endif
 

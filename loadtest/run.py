@@ -265,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     for run_dir, summary in results:
         print(f"{run_dir / 'summary.json'}")
         print(f"  {headline(summary)}")
-        if summary.get("status") != "ok":
+        if summary.get("status") == "degraded":
+            print(f"  DEGRADED (kept, not averaged with ok repeats): {'; '.join(summary.get('warnings') or [])}")
+        elif summary.get("status") != "ok":
             failed += 1
             print(f"  FAILED: {summary.get('failure_reason')}")
     return 1 if failed else 0

@@ -43,8 +43,9 @@ def pair_accuracy(labels: Sequence[int], scores: Sequence[float],
                   pairs: Sequence[Any]) -> tuple[float | None, int]:
     """(share of vulnerable/fix pairs where the vulnerable one scores higher, number of pairs).
 
-    ``pairs`` gives each example's pair id (``None``/empty for an unpaired one). A pair id with
-    several vulnerable or fixed members compares every vulnerable member with every fix.
+    ``pairs`` gives each example's pair id (``None``/empty for an unpaired one). Each pair counts
+    once: its vulnerable side's mean score is compared with its fixed side's (a load test sends
+    the same function many times; a pair must not weigh more for being sent more often).
     """
     groups: dict[Any, tuple[list[float], list[float]]] = {}
     for y, s, p in zip(labels, scores, pairs, strict=True):
@@ -54,10 +55,10 @@ def pair_accuracy(labels: Sequence[int], scores: Sequence[float],
         (pos if int(y) == 1 else neg).append(float(s))
     wins, n = 0.0, 0
     for pos, neg in groups.values():
-        for a in pos:
-            for b in neg:
-                n += 1
-                wins += 1.0 if a > b else (0.5 if a == b else 0.0)
+        if pos and neg:
+            a, b = sum(pos) / len(pos), sum(neg) / len(neg)
+            n += 1
+            wins += 1.0 if a > b else (0.5 if a == b else 0.0)
     return (wins / n if n else None), n
 
 

@@ -532,7 +532,11 @@ def sec_methods(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOpti
             ["latency", "measured by the load client (wall clock)"],
             ["F1", "test split (training) / scored responses (served), as recorded in the result files"],
             ["CO₂", "energy × grid intensity of the configured country (energy.carbon) — derived, not measured"]]
-    b.table(["figure", "measured or estimated · meter"], rows)
+    b.table(["figure", "measured, replayed or estimated · meter"], rows)
+    if "replayed" in kinds:
+        b.note("Some energy figures are REPLAYED: played back from a recorded power trace (meter "
+               "replay:<power.csv>), not measured during this run. They repeat the recorded hardware "
+               "figures; they say nothing about the run's own power.", "warn")
     if "estimated" in kinds:
         b.note("Some energy figures are ESTIMATED (e.g. the CPU-time model used where no NVML/RAPL meter is "
                "readable). They are labelled as such everywhere; compare them with each other, not with "

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from energy.base import EnergyRecord, Meter, Reading
+from energy.base import EnergyRecord, Meter, Reading, combine_kinds
 from energy.config import MeterConfig
 from energy.integrate import is_cross_check, window_record
 
@@ -248,7 +248,7 @@ class MeterSession:
             primary = [c for c in cross if not c[0].startswith("pid:")]
             cross = [c for c in cross if c[0].startswith("pid:")]
         sources = sorted({s for _, s, _ in primary})
-        kind = "estimated" if (not primary or any(k != "measured" for _, _, k in primary)) else "measured"
+        kind = combine_kinds(k for _, _, k in primary)  # none → estimated
         return {
             "source": "+".join(sources) if sources else "none",
             "kind": kind,

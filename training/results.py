@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from energy import stats
+from energy.base import combine_kinds
 from energy.stats import get_path, set_path
 
 STAGES = ("data", "architecture", "training", "system", "inference")
@@ -40,7 +41,8 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, list[float] | None]:
 
 def energy_summary(records: dict[str, Any]) -> dict[str, Any]:
     """``{stage: EnergyRecord}`` → ``energy_kwh`` (gross), ``energy_net_kwh``, ``energy_source``
-    (per stage) and ``energy_kind`` (``"measured"`` only if every stage was measured)."""
+    (per stage) and ``energy_kind`` (the weakest stage kind, :func:`energy.base.combine_kinds`:
+    ``"measured"`` only if every stage was measured)."""
     kwh: dict[str, float | None] = {}
     net: dict[str, float | None] = {}
     src: dict[str, str] = {}
@@ -58,7 +60,7 @@ def energy_summary(records: dict[str, Any]) -> dict[str, Any]:
     kwh["total"] = sum(present) if present else None
     present_net = [v for v in net.values() if v is not None]
     net["total"] = sum(present_net) if len(present_net) == len(present) and present_net else None
-    kind = "measured" if kinds == {"measured"} else "estimated"
+    kind = combine_kinds(kinds)
     return {"energy_kwh": kwh, "energy_net_kwh": net, "energy_source": src, "energy_kind": kind}
 
 

@@ -211,3 +211,10 @@ def test_aggregate_repeats_labels_a_mean_over_different_meters():
     assert any("measured differently" in w for w in top["warnings"])
     same = aggregate_repeats([reps[0], {**reps[0], "energy_per_1k_wh": {"gross": 3.0, "net": 1.0}}])
     assert same["energy_kind"] == "measured" and same["energy_source"] == "rapl"
+
+
+def test_aggregate_repeats_of_a_replay_and_a_measurement_is_replayed():
+    reps = [{**_rep("ok", 1.0, 10.0), "energy_kind": "measured", "energy_source": "rapl"},
+            {**_rep("ok", 2.0, 10.0), "energy_kind": "replayed", "energy_source": "replay"}]
+    top = aggregate_repeats(reps)
+    assert top["energy_kind"] == "replayed" and top["energy_source"] == "rapl+replay"

@@ -290,6 +290,7 @@ def open_meters(
     *,
     country: str | None = None,
     pids: Sequence[int] = (),
+    gpus: str | None = None,
     trace_path: str | os.PathLike[str] | None = None,
     config: MeterConfig | None = None,
 ) -> MeterSession:
@@ -299,11 +300,14 @@ def open_meters(
     ``replay:<csv>``, combined with ``+``); ``None`` → ``$METER`` or ``auto``. An unknown name
     raises ``ValueError`` listing the valid ones. ``interval_s``: sampling period (s).
     ``country``: ISO-3 code for CodeCarbon. ``pids``: also attribute estimated power to these
-    processes. ``trace_path``: append all samples to this power CSV too.
+    processes. ``gpus``: the GPUs the nvml meter reads (``CUDA_VISIBLE_DEVICES`` syntax, ``all``,
+    ``none``; ``None`` → ``$CUDA_VISIBLE_DEVICES``, else all — see :mod:`energy.nvml`).
+    ``trace_path``: append all samples to this power CSV too.
     """
     from energy.registry import resolve
 
     spec = meter or os.environ.get("METER") or "auto"
-    cfg = config or MeterConfig.from_env(interval_s=interval_s, country_iso_code=country, pids=tuple(pids))
+    cfg = config or MeterConfig.from_env(interval_s=interval_s, country_iso_code=country, pids=tuple(pids),
+                                         gpus=gpus)
     meters = resolve(spec, cfg)
     return MeterSession(meters, interval_s=cfg.interval_s, spec=spec, trace_path=trace_path)

@@ -126,6 +126,11 @@ def test_a_failed_power_read_keeps_the_counter_and_vice_versa(fake):
     assert rs[1].power_w is None and rs[1].energy_j == 1020.0 and rs[1].flag == ""
     assert rs[3].energy_j is None and rs[3].power_w == 200.0 and rs[3].flag == ""
     assert rs[3].source == "nvml-power"
+    head = window_record(rs[:3], rs[0].t_unix_s, rs[2].t_unix_s, name="w")
+    assert head.gross_j == pytest.approx(40.0, rel=1e-6) and head.source == "nvml-counter"  # no gap
+    whole = window_record(rs, rs[0].t_unix_s, rs[3].t_unix_s, name="w")
+    assert whole.source == "nvml-counter+nvml-power"  # fell back to sampled power, and says so
+    assert whole.gross_j == pytest.approx(200.0 * 0.3, rel=1e-6)
     fake.BOARDS[1]["power_mw"] = ["err"]
     fake.BOARDS[1]["energy_mj"] = ["err"]
     assert m.read()[0].flag == "gap"  # only when both fail
@@ -249,3 +254,12 @@ def test_sidecar_gpus_option_records_the_chosen_board(tmp_path):
                           "--meter", "nvml", "--gpus", "GPU-deadbeef", "--duration-s", "0.2"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "matches no GPU" in bad.stderr and UUID_A in bad.stderr
+
+
+def test_environment_block_lists_uuids_and_the_visible_devices(fake, monkeypatch):
+    from energy.environment import gpu_info
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    info = gpu_info()
+    assert [d["uuid"] for d in info["devices"]] == [UUID_C, UUID_A, UUID_B]
+    assert info["cuda_visible_devices"] == "1"

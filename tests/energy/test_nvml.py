@@ -32,14 +32,14 @@ DT = 0.1
 UUID_A = "GPU-8f3e2c1a-0b9d-4c3e-9a51-2f7c6d1e0a11"  # bus 0x19 → CUDA index 0
 UUID_B = "GPU-8f3e77d0-5e2a-41f0-b6c8-93a1d4e5f022"  # bus 0x3b → CUDA index 1 (shares "GPU-8f3e")
 UUID_C = "GPU-c0ffee00-1111-2222-3333-444455556666"  # bus 0x9a → CUDA index 2, no energy counter
-MIG_C1 = "MIG-5a6b7c8d-0000-5111-a222-b333c444d555"
+MIG_B1 = "MIG-5a6b7c8d-0000-5111-a222-b333c444d555"  # a MIG instance on board B
 BOARDS = [
     {"uuid": UUID_C, "name": "Tesla P100-PCIE-16GB", "bus": "00000000:9A:00.0", "energy_mj": None,
-     "power_mw": [100_000, 200_000, 300_000], "mig": [MIG_C1]},
+     "power_mw": [100_000, 200_000, 300_000]},
     {"uuid": UUID_A, "name": "NVIDIA H100 80GB HBM3", "bus": "00000000:19:00.0",
      "energy_mj": [1_234_567_890, 1_234_587_890, 1_234_607_890], "power_mw": [199_000, 201_000, 200_000]},
     {"uuid": UUID_B, "name": "NVIDIA H100 80GB HBM3", "bus": "00000000:3B:00.0",
-     "energy_mj": [987_000_000, 987_010_000, 987_020_000], "power_mw": [100_000]},
+     "energy_mj": [987_000_000, 987_010_000, 987_020_000], "power_mw": [100_000], "mig": [MIG_B1]},
 ]
 
 
@@ -210,9 +210,10 @@ def test_gpus_option_overrides_cuda_visible_devices(fake, monkeypatch):
 
 
 def test_mig_instance_is_measured_through_its_board(fake, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", MIG_C1[:12])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", MIG_B1[:12])
     d = _meter(fake).describe()
-    assert list(d["devices"]) == ["gpu0"] and d["devices"]["gpu0"]["mig"] == [MIG_C1]
+    assert list(d["devices"]) == ["gpu2"] and d["devices"]["gpu2"]["mig"] == [MIG_B1]
+    assert d["devices"]["gpu2"]["uuid"] == UUID_B
     assert any("whole board" in w for w in d["gpu_selection"]["warnings"])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"MIG-{UUID_A}/1/0")  # the older R450 syntax
     assert [v["uuid"] for v in _meter(fake).describe()["devices"].values()] == [UUID_A]

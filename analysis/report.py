@@ -641,7 +641,11 @@ def sec_methods(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOpti
             ["serving energy", "gross = whole machine; net = gross − idle baseline over covered time; "
              "server-attributed = the server's CPU-time share (+ GPU energy), see docs/energy.md"],
             ["CO₂", "energy × grid intensity of the configured country (energy.carbon) — derived, not measured"]]
-    b.table(["figure", "measured or estimated · meter"], rows)
+    b.table(["figure", "measured, replayed or estimated · meter"], rows)
+    if "replayed" in kinds:
+        b.note("Some energy figures are REPLAYED: played back from a recorded power trace (meter "
+               "replay:<power.csv>), not measured during this run. They repeat the recorded hardware "
+               "figures; they say nothing about the run's own power.", "warn")
     if "estimated" in kinds:
         b.note("Some energy figures are ESTIMATED (e.g. the CPU-time model used where no NVML/RAPL meter is "
                "readable). They are labelled as such everywhere; compare them with each other, not with "

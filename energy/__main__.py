@@ -29,7 +29,7 @@ def cmd_meters(args: argparse.Namespace) -> int:
     from energy.config import MeterConfig
     from energy.registry import METERS, probe
 
-    cfg = MeterConfig.from_env()
+    cfg = MeterConfig.from_env(gpus=args.gpus)
     rows = {}
     for name in METERS:
         if name == "replay":
@@ -45,7 +45,7 @@ def cmd_idle(args: argparse.Namespace) -> int:
     from energy.io import write_json_atomic
     from energy.window import open_meters
 
-    with open_meters(args.meter, args.interval_s, country=args.country) as meters:
+    with open_meters(args.meter, args.interval_s, country=args.country, gpus=args.gpus) as meters:
         idle_w = meters.measure_idle(args.seconds)
         rec = meters.records["idle"]
     out = {"idle_w": idle_w, "record": rec.to_dict()}
@@ -95,13 +95,17 @@ def cmd_env(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m energy", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    gpus_help = ("GPUs the nvml meter reads, as in CUDA_VISIBLE_DEVICES (0,2 | GPU-<uuid> | MIG-<uuid>, "
+                 "prefixes allowed) or all | none (default: $CUDA_VISIBLE_DEVICES, else all)")
     s = sub.add_parser("meters", help="list meters and whether they can run here")
+    s.add_argument("--gpus", default=None, help=gpus_help)
     s.set_defaults(fn=cmd_meters)
     s = sub.add_parser("idle", help="measure idle power (W) for N seconds")
     s.add_argument("--seconds", type=float, default=10.0, help="how long to measure (default 10)")
     s.add_argument("--meter", default=None, help="meter spec (default $METER or auto)")
     s.add_argument("--interval-s", type=float, default=0.1, help="sampling period (default 0.1 s)")
     s.add_argument("--country", default=None, help="ISO-3 code for CodeCarbon (default $COUNTRY or FRA)")
+    s.add_argument("--gpus", default=None, help=gpus_help)
     s.add_argument("--out", default=None, help="write {idle_w, record} JSON here (atomically)")
     s.set_defaults(fn=cmd_idle)
     s = sub.add_parser("trace", help="energy of [start, end] in a sidecar power CSV")

@@ -1,23 +1,41 @@
 """The meter layer's contracts: what a meter reads and what a measured window reports.
 
 Every energy figure in the study is an :class:`EnergyRecord`. It always says *where* the number
-came from (``source``) and whether it was *measured* by hardware or *estimated* by a model
-(``kind``), so that nothing downstream can pass an estimate off as a measurement.
+came from (``source``) and what kind of figure it is (``kind``): *measured* live by hardware,
+*replayed* from a recorded hardware trace, or *estimated* by a model, so that nothing
+downstream can pass an estimate (or a replay) off as a live measurement.
 
 Units live in names: ``*_j`` joules, ``*_w`` watts, ``*_s`` seconds, ``*_kwh`` kilowatt-hours.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 # Labels used in every record and every power CSV row.
 SOURCES = ("nvml-counter", "nvml-power", "rapl", "codecarbon", "estimate", "replay")
-KINDS = ("measured", "estimated")
+# Kinds, from the strongest claim to the weakest. A figure combined from several kinds takes the
+# weakest one present (see :func:`combine_kinds`): any estimated part → "estimated"; else any
+# replayed part → "replayed"; else "measured".
+KINDS = ("measured", "replayed", "estimated")
 
 J_PER_KWH = 3.6e6
 J_PER_WH = 3600.0
+
+
+def combine_kinds(kinds: Iterable[str | None]) -> str:
+    """The kind of a figure built from parts of ``kinds``: the weakest claim among them.
+
+    ``measured`` < ``replayed`` < ``estimated``: one estimated part makes the whole an estimate,
+    else one replayed part makes it a replay, else it is measured. Nothing known (no parts, only
+    ``None``) or a label outside :data:`KINDS` counts as ``estimated`` — never a measurement.
+    """
+    present = {k for k in kinds if k is not None}
+    if not present or not present <= set(KINDS):
+        return "estimated"
+    return max(present, key=KINDS.index)
 
 
 @dataclass(frozen=True)
@@ -44,7 +62,7 @@ class Meter(Protocol):
     """A source of :class:`Reading` samples (one per device per call to :meth:`read`)."""
 
     source: str  # one of SOURCES
-    kind: str  # "measured" or "estimated"
+    kind: str  # one of KINDS: "measured", "replayed" or "estimated"
 
     def read(self) -> list[Reading]:
         """Sample every device this meter covers, now. Raises on a read error."""

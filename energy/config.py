@@ -6,6 +6,9 @@ the same knobs the same way. Environment overrides (read by :meth:`MeterConfig.f
 * ``METER`` — meter spec (see :mod:`energy.registry`), default ``auto``
 * ``COUNTRY`` — ISO-3 code for CodeCarbon's grid data, default ``FRA``
 * ``ENERGY_ESTIMATE_P_MIN_W`` / ``ENERGY_ESTIMATE_P_MAX_W`` — estimate coefficients per core
+
+The GPUs the NVML meter reads come from ``gpus`` (``--gpus``) or else ``CUDA_VISIBLE_DEVICES``,
+read when the meter starts (see :mod:`energy.nvml`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ CCF_SOURCE = (
     "Cloud Carbon Footprint methodology, Appendix I (AWS average min/max watts per vCPU), "
     "https://www.cloudcarbonfootprint.org/docs/methodology/"
 )
+
+
+class GpuSelectionError(ValueError):
+    """A GPU selection (``--gpus`` / ``CUDA_VISIBLE_DEVICES``) naming no GPU here (the message
+    lists the GPUs there are). Raised even under ``meter=auto``: a mistyped selection must not
+    quietly measure nothing."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,9 @@ class MeterConfig:
     ``pids``: processes the estimate meter also attributes power to (reported as cross-check
     devices ``pid:<n>``, never summed). ``country_iso_code``: CodeCarbon's grid region.
     ``codecarbon_output_dir``: where CodeCarbon may write; ``None`` = it writes nothing.
+    ``gpus``: the GPUs the NVML meter reads, in ``CUDA_VISIBLE_DEVICES`` syntax (``"0,2"``,
+    ``"GPU-8f3e…"``, ``"MIG-…"``) or ``"all"``/``"none"``; ``None`` = ``$CUDA_VISIBLE_DEVICES``
+    when set, else every GPU (see :mod:`energy.nvml`).
     """
 
     interval_s: float = 0.1
@@ -68,10 +80,15 @@ class MeterConfig:
     estimate: EstimateCoefficients = field(default_factory=EstimateCoefficients)
     codecarbon_output_dir: str | None = None
     rapl_root: str = "/sys/class/powercap"
+    gpus: str | None = None
 
     def __post_init__(self) -> None:
         if not self.interval_s > 0:
             raise ValueError(f"interval_s must be > 0 seconds, got {self.interval_s}")
+        if self.gpus is not None:
+            from energy.nvml import parse_gpu_spec  # syntax only: no NVML is loaded
+
+            parse_gpu_spec(self.gpus)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> MeterConfig:

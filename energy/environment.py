@@ -113,12 +113,16 @@ def gpu_info() -> dict[str, Any] | None:
             gpus.append({
                 "index": i,
                 "name": _s(nv.nvmlDeviceGetName(h)),
+                "uuid": _safe(lambda h=h: _s(nv.nvmlDeviceGetUUID(h))),
                 "memory_gib": _safe(lambda h=h: round(nv.nvmlDeviceGetMemoryInfo(h).total / 2**30, 2)),
                 "power_limit_w": _safe(lambda h=h: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0),
             })
         return {
             "driver": _safe(lambda: _s(nv.nvmlSystemGetDriverVersion())),
             "cuda_driver": _safe(lambda: nv.nvmlSystemGetCudaDriverVersion()),
+            # what this process may use (the meters read these GPUs only, see energy.nvml)
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "cuda_device_order": os.environ.get("CUDA_DEVICE_ORDER"),
             "devices": gpus,
         }
     except Exception:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
-from energy.base import EnergyRecord, Reading
+from energy.base import EnergyRecord, Reading, combine_kinds
 
 GAP = "gap"
 DISCONTINUITY_FLAGS = ("reset", "wrap")
@@ -115,8 +115,7 @@ def device_energy(
     valid = [r for r in readings if r.flag != GAP and (r.energy_j is not None or r.power_w is not None)]
     gaps_t = [r.t_unix_s for r in readings if r.flag == GAP]
     source = valid[0].source if valid else (readings[0].source if readings else "")
-    kinds = {r.kind for r in valid}
-    kind = "estimated" if "estimated" in kinds or not kinds else "measured"
+    kind = combine_kinds(r.kind for r in valid)
     res = DeviceEnergy(device=device, energy_j=None, source=source, kind=kind, method="none")
     if not valid:
         res.flags.append(f"{device}: no valid samples")
@@ -238,7 +237,8 @@ def window_record(
     smallest covered share of the window over the summed devices (1.0 = fully covered).
     Cross-check series (CodeCarbon, per-process estimates) go to
     ``cross_checks``. ``source`` joins the device sources (``"nvml-counter+rapl"``); ``kind`` is
-    ``"estimated"`` as soon as one summed device is estimated. When the readings hold only
+    the weakest of the summed devices' kinds (:func:`~energy.base.combine_kinds`: any estimated
+    → ``"estimated"``, else any replayed → ``"replayed"``, else ``"measured"``). When the readings hold only
     cross-check series (``meter="codecarbon"`` alone), CodeCarbon's series is the figure.
     """
     per_dev = group_by_device(readings)
@@ -280,7 +280,7 @@ def window_record(
         missing = [d.device for d in primary if d.energy_j is None]
         flags.append(f"devices without energy in the window (not summed): {', '.join(missing)}")
     sources = sorted({s for d in primary for s in d.source.split("+") if s})
-    kind = "estimated" if (not primary or any(d.kind == "estimated" for d in primary)) else "measured"
+    kind = combine_kinds(d.kind for d in primary)  # none → estimated
     covered = {d.device: d.covered_s for d in summed}
     coverage = (min((covered.get(d.device, 0.0) for d in primary), default=0.0) / duration_s
                 if duration_s > 0 else 1.0)

@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from energy.base import Meter
-from energy.config import MeterConfig
+from energy.config import GpuSelectionError, MeterConfig
 
 log = logging.getLogger("energy")
 
@@ -121,6 +121,13 @@ def _auto(config: MeterConfig, exclude: set[str]) -> list[Meter]:
             continue
         try:
             meters.append(build(name, config))
+        except GpuSelectionError:
+            for m in meters:
+                try:
+                    m.close()
+                except Exception:
+                    pass
+            raise  # a mistyped --gpus / CUDA_VISIBLE_DEVICES is an error, not "no GPU here"
         except Exception as e:
             log.info("%s meter failed to start (%s: %s)", name, type(e).__name__, e)
     if not meters and "estimate" not in exclude:

@@ -2,8 +2,10 @@
 
 ``replay:<power.csv>`` stands in for hardware that is absent (tests on a CPU box, re-running an
 analysis on a trace recorded on a GPU host). It is named as what it is: every reading has
-``source: replay``; ``kind`` is the one recorded in the trace row (a replayed NVML trace stays
-``measured``, a replayed estimate stays ``estimated``).
+``source: replay`` and ``kind: replayed`` — never ``measured``, since nothing was measured now
+(a replayed NVML or RAPL trace, or a replay of a replay). A replayed *estimate* stays
+``estimated``: replaying does not make a model's figure any stronger (see
+:func:`energy.base.combine_kinds`). ``describe()`` keeps each device's recorded kind.
 
 Playback is in real time from the moment the meter is created: a read at ``now`` returns, per
 device, the recorded values at ``trace_start + (now − created)``, linearly interpolated between
@@ -21,9 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from energy.base import Reading
+from energy.base import Reading, combine_kinds
 from energy.config import MeterConfig
 from energy.integrate import group_by_device
+
+
+def replayed_kind(recorded: str) -> str:
+    """Kind of a replayed sample recorded as ``recorded``: ``estimated`` stays, all else ``replayed``."""
+    return "estimated" if combine_kinds([recorded]) == "estimated" else "replayed"
 
 
 class ReplayMeter:
@@ -54,8 +61,7 @@ class ReplayMeter:
         self._t_first = min(r.t_unix_s for r in rows)
         self._span_s = max(r.t_unix_s for r in rows) - self._t_first
         self._t_origin = clock()
-        kinds = {r.kind for r in rows}
-        self.kind = "estimated" if "estimated" in kinds or not kinds else "measured"
+        self.kind = combine_kinds(replayed_kind(r.kind) for r in rows)
         self._series: dict[str, dict[str, Any]] = {}
         for dev, rs in self._dev.items():
             ts = [r.t_unix_s for r in rs]
@@ -86,13 +92,13 @@ class ReplayMeter:
             i = bisect.bisect_right(ts, t_trace)
             cur = rs[i - 1] if i > 0 else rs[0]
             if cur.flag == "gap":
-                out.append(Reading(now, dev, None, None, self.source, cur.kind, "gap"))
+                out.append(Reading(now, dev, None, None, self.source, replayed_kind(cur.kind), "gap"))
                 continue
             p = self._value(rs, ts, t_trace, "power_w")
             e = self._value(rs, ts, t_trace, "energy_j")
             if e is not None:
                 e = e - s["e0"] + loops * s["span_e"]
-            out.append(Reading(now, dev, p, e, self.source, cur.kind))
+            out.append(Reading(now, dev, p, e, self.source, replayed_kind(cur.kind)))
         return out
 
     def devices(self) -> list[str]:
@@ -100,6 +106,7 @@ class ReplayMeter:
 
     def describe(self) -> dict[str, Any]:
         recorded = {dev: sorted({r.source for r in s["rows"]}) for dev, s in self._series.items()}
+        recorded_kind = {dev: combine_kinds(r.kind for r in s["rows"]) for dev, s in self._series.items()}
         return {
             "meter": self.name,
             "source": self.source,
@@ -107,7 +114,8 @@ class ReplayMeter:
             "trace": self.path,
             "trace_span_s": self._span_s,
             "devices": {
-                dev: {"source": self.source, "kind": s["rows"][0].kind, "recorded_source": recorded[dev]}
+                dev: {"source": self.source, "kind": replayed_kind(recorded_kind[dev]),
+                      "recorded_source": recorded[dev], "recorded_kind": recorded_kind[dev]}
                 for dev, s in self._series.items()
             },
         }

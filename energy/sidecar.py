@@ -2,13 +2,18 @@
 
 ::
 
-    python -m energy.sidecar --out power.csv --interval-s 0.1 [--meter auto]
+    python -m energy.sidecar --out power.csv --interval-s 0.1 [--meter auto] [--gpus 0,2]
         [--mark-port 0 --port-file port.txt] [--mark-file marks.txt] [--pid P …]
 
 Every ``--interval-s`` it reads every selected meter and appends one row per device
 (``t_unix_s,device,power_w,energy_j,source,kind,flag``, see :mod:`energy.trace`), flushing
 after each batch, so SIGKILL loses at most the batch in flight. A meter read that fails is
 logged and written as a ``gap`` row; sampling goes on. SIGTERM/SIGINT stop it cleanly.
+
+The GPUs it reads are ``--gpus`` or else its ``$CUDA_VISIBLE_DEVICES`` (:mod:`energy.nvml`): start
+it with the server's environment and it measures the server's GPUs. What the meters are (spec,
+sources, GPU UUIDs and names) is written once at start to ``<stem>.meters.json`` beside the
+output, where :func:`energy.trace.record_from_csv` puts it into every record cut from the trace.
 
 Marks (named instants that analysis cuts windows at) are stored in ``<stem>.marks.csv`` beside
 the output, where :func:`energy.trace.read_marks` finds them. They arrive by
@@ -41,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from energy.config import MeterConfig
-from energy.io import write_text_atomic
-from energy.trace import MARK_COLUMNS, TraceWriter, marks_path
+from energy.io import write_json_atomic, write_text_atomic
+from energy.trace import MARK_COLUMNS, TraceWriter, marks_path, meters_path
 from energy.window import read_meters
 
 log = logging.getLogger("energy.sidecar")
@@ -179,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meter", default=None,
                    help="meter spec: auto | nvml | rapl | estimate | codecarbon | replay:<csv>, joined "
                    "with '+' (default: $METER or auto)")
+    p.add_argument("--gpus", default=None,
+                   help="GPUs the nvml meter reads, as in CUDA_VISIBLE_DEVICES (0,2 | GPU-<uuid> | MIG-<uuid>, "
+                   "prefixes allowed) or all | none (default: $CUDA_VISIBLE_DEVICES, else all)")
     p.add_argument("--mark-port", type=int, default=None,
                    help="serve POST /mark on 127.0.0.1:<port>; 0 picks a free port (printed, see --port-file)")
     p.add_argument("--mark-host", default="127.0.0.1", help="address of the mark endpoint (default loopback)")
@@ -201,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = args.meter or os.environ.get("METER") or "auto"
     try:
-        cfg = MeterConfig.from_env(interval_s=args.interval_s, country_iso_code=args.country, pids=args.pid)
+        cfg = MeterConfig.from_env(interval_s=args.interval_s, country_iso_code=args.country, pids=args.pid,
+                                   gpus=args.gpus)
         meters = resolve(spec, cfg)
     except (ValueError, MeterUnavailable) as e:
         print(f"energy.sidecar: {e}", file=sys.stderr)
@@ -226,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:  # an unwritable --out or a mark port in use: one line, exit 2, meters released
             writer = TraceWriter(out, fsync=args.fsync)
+            write_json_atomic(meters_path(out), {"spec": spec, "meters": [m.describe() for m in meters]})
             store = MarkStore(marks_path(out))
             if args.mark_port is not None:
                 server = ThreadingHTTPServer((args.mark_host, args.mark_port), _handler(store, status))
@@ -292,13 +302,13 @@ def post_mark(name: str, *, port: int, host: str = "127.0.0.1", t_unix_s: float 
 class Sidecar:
     """Run ``python -m energy.sidecar`` as a child process (context manager).
 
-    ``Sidecar(out, interval_s=0.1, meter="auto")`` starts it with an HTTP mark endpoint on a
-    free loopback port; :meth:`mark` sends a mark; :meth:`stop` sends SIGTERM and waits.
+    ``Sidecar(out, interval_s=0.1, meter="auto", gpus=None)`` starts it with an HTTP mark endpoint on
+    a free loopback port (``gpus``: ``--gpus``; ``None`` = the inherited ``CUDA_VISIBLE_DEVICES``); :meth:`mark` sends a mark; :meth:`stop` sends SIGTERM and waits.
     """
 
     def __init__(self, out: str | os.PathLike[str], *, interval_s: float = 0.1, meter: str | None = None,
-                 pids: tuple[int, ...] = (), extra_args: tuple[str, ...] = (), start_timeout_s: float = 60.0,
-                 python: str = sys.executable) -> None:
+                 pids: tuple[int, ...] = (), gpus: str | None = None, extra_args: tuple[str, ...] = (),
+                 start_timeout_s: float = 60.0, python: str = sys.executable) -> None:
         self.out = Path(out)
         self.port_file = self.out.with_name(self.out.stem + ".port")
         self.port_file.unlink(missing_ok=True)
@@ -306,6 +316,8 @@ class Sidecar:
                "--mark-port", "0", "--port-file", str(self.port_file), *extra_args]
         if meter:
             cmd += ["--meter", meter]
+        if gpus is not None:
+            cmd += ["--gpus", gpus]
         for p in pids:
             cmd += ["--pid", str(p)]
         self.log_path = self.out.with_name(self.out.stem + ".sidecar.log")

@@ -12,12 +12,15 @@ Format (one header line, then one row per device per sample)::
 ``energy_j`` is a cumulative counter. ``flag`` is ``""``, ``gap``, ``reset`` or ``wrap``.
 
 Marks live beside the trace in ``<stem>.marks.csv`` (``power.csv`` → ``power.marks.csv``) with
-columns ``t_unix_s,name``; :func:`read_marks` finds them from the power CSV's path.
+columns ``t_unix_s,name``; :func:`read_marks` finds them from the power CSV's path. The sidecar
+describes its meters (spec, sources, GPU UUIDs and names) in ``<stem>.meters.json``;
+:func:`record_from_csv` copies that into each record's ``meter``.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -38,6 +41,25 @@ def marks_path(power_csv: str | os.PathLike[str]) -> Path:
     """Where the marks of ``power_csv`` are stored: ``<dir>/<stem>.marks.csv``."""
     p = Path(power_csv)
     return p.with_name(p.stem + ".marks.csv")
+
+
+def meters_path(power_csv: str | os.PathLike[str]) -> Path:
+    """Where the sidecar describes the meters of ``power_csv``: ``<dir>/<stem>.meters.json``."""
+    p = Path(power_csv)
+    return p.with_name(p.stem + ".meters.json")
+
+
+def read_meters_description(power_csv: str | os.PathLike[str]) -> dict[str, Any]:
+    """``{"spec", "meters": [describe(), …]}`` written by the sidecar beside ``power_csv``, or ``{}``."""
+    mp = meters_path(power_csv)
+    try:
+        d = json.loads(mp.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        log.warning("%s: unreadable meter description (%s)", mp, e)
+        return {}
+    return d if isinstance(d, dict) else {}
 
 
 def _fmt(x: float | None, digits: int) -> str:
@@ -219,7 +241,7 @@ def record_from_csv(
     t1 = mark_time(power_csv, end_unix_s) if isinstance(end_unix_s, str) else float(end_unix_s)
     return record_from_readings(
         read_readings(power_csv), t0, t1, name=name, idle_w=idle_w,
-        idle_w_per_device=idle_w_per_device, meter={"trace": str(power_csv)}
+        idle_w_per_device=idle_w_per_device, meter={"trace": str(power_csv), **read_meters_description(power_csv)}
     )
 
 

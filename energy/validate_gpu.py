@@ -91,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
 
         if not torch.cuda.is_available():
             raise RuntimeError("torch sees no CUDA device")
-        meters = open_meters("nvml", args.interval_s, trace_path=Path(args.out) / "power.csv")
-    except (ImportError, RuntimeError, MeterUnavailable) as e:
+        from energy.nvml import cuda_devices_spec
+
+        # the board the matmul runs on (cuda:0), mapped by UUID — not every board in the box
+        meters = open_meters("nvml", args.interval_s, trace_path=Path(args.out) / "power.csv",
+                             gpus=cuda_devices_spec(1))
+    except (ImportError, RuntimeError, ValueError, MeterUnavailable) as e:
         print(f"energy.validate_gpu: needs an NVIDIA GPU with NVML and CUDA torch: {e}", file=sys.stderr)
         return 2
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from energy.base import EnergyRecord, Meter, Reading
+from energy.base import EnergyRecord, Meter, Reading, combine_kinds
 from energy.config import MeterConfig
 from energy.integrate import is_cross_check, window_record
 
@@ -248,7 +248,7 @@ class MeterSession:
             primary = [c for c in cross if not c[0].startswith("pid:")]
             cross = [c for c in cross if c[0].startswith("pid:")]
         sources = sorted({s for _, s, _ in primary})
-        kind = "estimated" if (not primary or any(k != "measured" for _, _, k in primary)) else "measured"
+        kind = combine_kinds(k for _, _, k in primary)  # none → estimated
         return {
             "source": "+".join(sources) if sources else "none",
             "kind": kind,
@@ -290,6 +290,7 @@ def open_meters(
     *,
     country: str | None = None,
     pids: Sequence[int] = (),
+    gpus: str | None = None,
     trace_path: str | os.PathLike[str] | None = None,
     config: MeterConfig | None = None,
 ) -> MeterSession:
@@ -299,11 +300,14 @@ def open_meters(
     ``replay:<csv>``, combined with ``+``); ``None`` → ``$METER`` or ``auto``. An unknown name
     raises ``ValueError`` listing the valid ones. ``interval_s``: sampling period (s).
     ``country``: ISO-3 code for CodeCarbon. ``pids``: also attribute estimated power to these
-    processes. ``trace_path``: append all samples to this power CSV too.
+    processes. ``gpus``: the GPUs the nvml meter reads (``CUDA_VISIBLE_DEVICES`` syntax, ``all``,
+    ``none``; ``None`` → ``$CUDA_VISIBLE_DEVICES``, else all — see :mod:`energy.nvml`).
+    ``trace_path``: append all samples to this power CSV too.
     """
     from energy.registry import resolve
 
     spec = meter or os.environ.get("METER") or "auto"
-    cfg = config or MeterConfig.from_env(interval_s=interval_s, country_iso_code=country, pids=tuple(pids))
+    cfg = config or MeterConfig.from_env(interval_s=interval_s, country_iso_code=country, pids=tuple(pids),
+                                         gpus=gpus)
     meters = resolve(spec, cfg)
     return MeterSession(meters, interval_s=cfg.interval_s, spec=spec, trace_path=trace_path)

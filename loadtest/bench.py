@@ -101,6 +101,9 @@ def format_table(rows: list[dict[str, Any]], baseline: str) -> str:
         lines.append(f"(net ≈ 0 for {', '.join(busy)}: steady power ≈ idle power — the machine was "
                      "already busy with other work at idle, so net figures and their ratios say "
                      "nothing here; compare gross and server CPU per request)")
+    if "replayed" in kinds:
+        lines.append("(replayed: the figures are played back from a recorded power trace, not "
+                     "measured during this run)")
     if "estimated" in kinds:
         lines.append("(estimated: no power meter here — the figures come from the labelled CPU-time "
                      "model, so ratios reflect CPU time, not measured watts)")

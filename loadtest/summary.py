@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from energy import stats
-from energy.base import J_PER_WH, EnergyRecord
+from energy.base import J_PER_WH, EnergyRecord, combine_kinds
 from energy.stats import get_path, percentile
 from study.metrics import classification_metrics
 
@@ -445,12 +445,13 @@ def aggregate_repeats(repeats: list[dict[str, Any]]) -> dict[str, Any]:
         for r in ok:
             errs.update(get_path(r, "requests.errors") or {})
         top["requests"]["errors"] = {k: v / len(ok) for k, v in sorted(errs.items())}
-    # A mean over repeats measured by different meters is labelled by all of them, and is an
-    # estimate as soon as one repeat was (never a mixed mean passed off as measured).
+    # A mean over repeats measured by different meters is labelled by all of them, and takes the
+    # weakest kind among them (estimated > replayed > measured: never a mixed mean passed off as
+    # measured).
     kinds = sorted({r.get("energy_kind") for r in ok if r.get("energy_kind")})
     sources = sorted({r.get("energy_source") for r in ok if r.get("energy_source")})
     if len(kinds) > 1 or len(sources) > 1:
-        top["energy_kind"] = "estimated" if "estimated" in kinds else "+".join(kinds)
+        top["energy_kind"] = combine_kinds(kinds)
         top["energy_source"] = "+".join(sources)
         top["warnings"] = [*(top.get("warnings") or []),
                            f"repeats were measured differently ({', '.join(sources)}; {', '.join(kinds)})"]
@@ -643,7 +644,7 @@ def compose_repeat_summary(
         "grid_gco2_per_kwh": grid_gco2_per_kwh,
         "energy_source": (inf.source if inf is not None else "+".join(sources) or None),
         "energy_kind": (inf.kind if inf is not None
-                        else ("estimated" if "estimated" in kinds else (kinds.pop() if kinds else None))),
+                        else (combine_kinds(kinds) if kinds else None)),
         "client_cpu": client_cpu or {"mean_percent": None, "max_percent": None},
         "environment": environment or {},
         "window": {

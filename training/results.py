@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from energy import stats
+from energy.base import combine_kinds
 from energy.stats import get_path, set_path
 from study.metrics import METRIC_NAMES, at_chance
 
@@ -59,8 +60,8 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, list[float] | None]:
 
 def energy_summary(records: dict[str, Any]) -> dict[str, Any]:
     """``{window: EnergyRecord}`` (the stages, ``export``, ``run``) → ``energy_kwh`` (gross),
-    ``energy_net_kwh``, ``energy_source`` and ``energy_kind`` (``"measured"`` only if every
-    window was measured).
+    ``energy_net_kwh``, ``energy_source`` and ``energy_kind`` (the weakest window kind,
+    :func:`energy.base.combine_kinds`: ``"measured"`` only if every window was measured).
 
     With the outer ``run`` window, ``total`` is that window and ``unaccounted`` the rest after
     the stages and the export; without it (a repeat still in progress, a rank that does not
@@ -96,7 +97,7 @@ def energy_summary(records: dict[str, Any]) -> dict[str, Any]:
         kwh["unaccounted"] = None
         net["total"] = sum(parts_net) if net_complete else None
         net["unaccounted"] = None
-    kind = "measured" if kinds == {"measured"} else "estimated"
+    kind = combine_kinds(kinds)
     order = {k: i for i, k in enumerate(ENERGY_KEYS)}
     kwh = dict(sorted(kwh.items(), key=lambda kv: order[kv[0]]))
     net = dict(sorted(net.items(), key=lambda kv: order[kv[0]]))

@@ -777,12 +777,16 @@ def run_variant(variant: str, cfg: Config, *, repeats: int = 1, paths: RunPaths 
             meters = _NoMeters()
         else:
             from energy import open_meters
+            from energy.nvml import cuda_devices_spec
 
             # pids: the estimate meter also attributes this process's own share (a cross-check,
-            # never summed) — on a shared box the machine-wide figure includes other work
+            # never summed) — on a shared box the machine-wide figure includes other work.
+            # gpus: NVML reads exactly the boards this run trains on (cuda:0 … cuda:gpus-1 of
+            # its CUDA_VISIBLE_DEVICES), none when it trains on the CPU.
+            gpus = cuda_devices_spec(cfg.runtime.gpus) if pl.device == "cuda" else "none"
             try:
                 meters = open_meters(cfg.runtime.meter, interval_s=cfg.runtime.meter_interval_s,
-                                     country=cfg.runtime.country, pids=(os.getpid(),))
+                                     country=cfg.runtime.country, pids=(os.getpid(),), gpus=gpus)
             except (ValueError, RuntimeError) as e:  # unknown spec, MeterUnavailable
                 _write_failed(paths, variant, cfg, f"energy meter: {_one_line(e)}", environment)
                 raise

@@ -101,7 +101,8 @@ def test_replay_sidecar_marks_sigkill_and_valid_csv(tmp_path, constant_200w_csv)
     rec = record_from_csv(out, "steady_start", "steady_end", name="steady")
     assert rec.gross_j / rec.duration_s == pytest.approx(200.0, rel=1e-3)
     assert rec.duration_s > 0 and rec.n_samples > 0
-    assert rec.kind == "measured" and rec.source == "replay"
+    assert rec.kind == "replayed" and rec.source == "replay"
+    assert {r.kind for r in rows} == {"replayed"}  # the sidecar's CSV says so row by row
 
 
 def test_estimate_sidecar_with_mark_file_and_sigkill(tmp_path):

@@ -24,7 +24,10 @@ def test_replay_window_gives_the_recorded_power(constant_200w_csv):
             time.sleep(0.4)
     rec = w.record
     assert _mean_w(rec) == pytest.approx(200.0, rel=REL)
-    assert rec.source == "replay" and rec.kind == "measured"  # kind as recorded in the trace
+    # a replayed NVML trace is "replayed", never "measured"; the recorded kind is kept beside it
+    assert rec.source == "replay" and rec.kind == "replayed"
+    assert rec.meter["kind"] == "replayed"
+    assert rec.meter["meters"][0]["devices"]["gpu0"]["recorded_kind"] == "measured"
     assert rec.meter["meters"][0]["trace"] == str(constant_200w_csv)
     assert meters.records["steady"] is rec
 

@@ -282,3 +282,10 @@ def test_partial_coverage_or_negative_net_degrades_a_repeat_and_it_is_not_averag
     assert only["status"] == "degraded"
     mismatch = _summary(recs, _inference(50.0), server_counted=7)
     assert "count_mismatch" in mismatch["flags"]
+
+
+def test_aggregate_repeats_of_a_replay_and_a_measurement_is_replayed():
+    reps = [{**_rep("ok", 1.0, 10.0), "energy_kind": "measured", "energy_source": "rapl"},
+            {**_rep("ok", 2.0, 10.0), "energy_kind": "replayed", "energy_source": "replay"}]
+    top = aggregate_repeats(reps)
+    assert top["energy_kind"] == "replayed" and top["energy_source"] == "rapl+replay"

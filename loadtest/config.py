@@ -57,6 +57,7 @@ class RunConfig:
     stable: bool = False  # run the steady phase in sub-windows until stable (loadtest.stability)
     stable_window_s: float = 5.0
     max_windows: int = 12
+    gpus: str | None = None  # CUDA_VISIBLE_DEVICES syntax: what the server uses and the sidecar measures
     server_cpus: list[int] | None = None  # CPU affinity of the server's tree (None: any)
     client_cpus: list[int] | None = None  # CPU affinity of the Locust processes
     repeats: int = 1

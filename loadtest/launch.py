@@ -293,7 +293,8 @@ class Server:
                "--artifacts-dir", self.cfg.artifacts_dir, "--model-name", self.cfg.model_name,
                *self.cfg.server_args]
         self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, env=child_env(), stdout=self._log, stderr=subprocess.STDOUT,
+        env = child_env({"CUDA_VISIBLE_DEVICES": self.cfg.gpus} if self.cfg.gpus is not None else None)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=REPO_ROOT, start_new_session=True,
                                      preexec_fn=affinity_preexec(self.cfg.server_cpus))
         write_text_atomic(self.log_path.with_name("server.pid"), f"{self.proc.pid}\n")

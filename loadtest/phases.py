@@ -103,7 +103,7 @@ class Repeat:
 def system(r: Repeat) -> None:
     from energy.sidecar import Sidecar
 
-    r.sidecar = Sidecar(r.power, interval_s=r.cfg.interval_s, meter=r.cfg.meter)
+    r.sidecar = Sidecar(r.power, interval_s=r.cfg.interval_s, meter=r.cfg.meter, gpus=r.cfg.gpus)
     # The system window must start after the first sample, or its start is uncovered.
     t_wait = time.monotonic() + 30
     while _count_rows([r.power]) < 2 and time.monotonic() < t_wait:

@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "on throughput, p50 and J/request (else flag not_stable)")
     p.add_argument("--stable-window", type=float, default=5.0, help="--stable sub-window, s (default 5)")
     p.add_argument("--max-windows", type=int, default=12, help="--stable: give up after this many sub-windows")
+    p.add_argument("--gpus", default=None,
+                   help="GPUs the server uses and the sidecar measures (CUDA_VISIBLE_DEVICES syntax: "
+                   "indices or UUIDs); default: the inherited CUDA_VISIBLE_DEVICES")
     p.add_argument("--server-cpus", default=os.environ.get("SERVER_CPUS") or None,
                    help="pin the server's process tree to these CPUs (e.g. 0 or 0-1); recorded")
     p.add_argument("--client-cpus", default=os.environ.get("CLIENT_CPUS") or None,
@@ -234,7 +237,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         metrics_url=args.metrics_url, specs=specs, duration_s=args.duration, requests=args.requests,
         warmup_s=args.warmup, idle_s=args.idle, settle_s=args.settle, stable=args.stable,
         stable_window_s=args.stable_window, max_windows=args.max_windows,
-        server_cpus=parse_cpus(args.server_cpus, "--server-cpus"),
+        gpus=args.gpus, server_cpus=parse_cpus(args.server_cpus, "--server-cpus"),
         client_cpus=parse_cpus(args.client_cpus, "--client-cpus"),
         repeats=args.repeats, workers=args.workers,
         meter=args.meter, interval_s=args.interval_s, country=args.country,

@@ -44,6 +44,7 @@ import pandas as pd
 
 from analysis.io import as_float, get_path, read_json, write_json_atomic, write_table_atomic
 from analysis.stats import mean_ci95
+from study.schema import LoadSummary, TrainingResult
 
 STAGES = ("data", "architecture", "training", "system", "inference")
 
@@ -192,7 +193,7 @@ def collect_train(results_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]]
         is_run = path.parent.parent.name == "runs"
         variant_dir = path.parent.parent.parent if is_run else path.parent
         try:
-            obj = read_json(path)
+            obj = TrainingResult.from_dict(read_json(path)).to_dict()  # read through the schema
         except (OSError, ValueError) as e:
             problems.append(
                 {"stage": "train", "variant": canonical_variant(variant_dir.name), "run_id": path.parent.name,
@@ -321,7 +322,7 @@ def collect_load(results_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]]]
                 )
                 continue
             try:
-                top = read_json(summ)
+                top = LoadSummary.from_dict(read_json(summ)).to_dict()
             except (OSError, ValueError) as e:
                 problems.append(
                     {"stage": "load", "engine": engine_d, "variant": canonical_variant(variant_d),
@@ -368,7 +369,7 @@ def _load_rows(results_dir: Path, run_dir: Path, top: dict[str, Any], engine_d: 
         f = rd / "summary.json"
         if f.exists():
             try:
-                reps.append((rd.name.split("-", 1)[1], read_json(f), rd))
+                reps.append((rd.name.split("-", 1)[1], LoadSummary.from_dict(read_json(f)).to_dict(), rd))
             except (OSError, ValueError) as e:
                 reps.append((rd.name.split("-", 1)[1], {"status": "unreadable", "failure_reason": str(e)}, rd))
         else:

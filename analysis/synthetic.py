@@ -23,6 +23,7 @@ from typing import Any
 
 from analysis.io import write_json_atomic, write_text_atomic
 from energy.base import J_PER_KWH, J_PER_WH
+from study.schema import LoadSummary, TrainingResult
 
 T0 = 1_764_000_000.0  # a fixed epoch so files are reproducible
 
@@ -70,7 +71,7 @@ def train_result(variant: str, run_id: str, rng: random.Random, repeats: list[st
     if repeats:
         out["n_repeats"] = len(repeats)
         out["runs"] = repeats
-    return out
+    return TrainingResult.from_dict(out).to_dict()  # built through the schema the stages write
 
 
 def write_power_csv(path: Path, windows: dict[str, tuple[float, float]], rng: random.Random, steady_w: float) -> None:
@@ -137,7 +138,7 @@ def load_summary(engine: str, variant: str, run_id: str, k: int, rng: random.Ran
         "client_cpu": {"mean_percent": 40.0, "max_percent": 70.0}, "environment": {"synthetic": True},
         "n_repeats": 1, "repeat": k,
     }
-    return s, windows
+    return LoadSummary.from_dict(s).to_dict(), windows
 
 
 def write_tree(out: str | Path, seed: int = 0) -> Path:

@@ -20,10 +20,10 @@ shares in the summary, labelled as such).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from energy.base import EnergyRecord
+from study.schema import Attribution
 
 METHOD = ("cpu-time: idle power per core-second + dynamic energy per busy core-second, "
           "by process-tree CPU time (psutil); GPU (NVML) energy to the server")
@@ -37,26 +37,6 @@ class CpuTimes:
     client_cpu_s: float
     busy_cpu_s: float  # the whole machine's busy CPU time (every process)
     n_cores: int
-
-
-@dataclass
-class Attribution:
-    """Energy of one window split three ways (joules), with the figures it came from."""
-
-    method: str
-    server_j: float | None
-    client_j: float | None
-    rest_j: float | None
-    server_cpu_s: float | None
-    client_cpu_s: float | None
-    other_cpu_s: float | None
-    server_share: float | None
-    per_device: dict[str, dict[str, float]] = field(default_factory=dict)
-    flags: list[str] = field(default_factory=list)
-    affinity: dict[str, list[int] | None] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def is_gpu_device(device: str, source: str = "") -> bool:

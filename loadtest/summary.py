@@ -32,6 +32,7 @@ from energy import stats
 from energy.base import J_PER_WH, EnergyRecord, combine_kinds
 from energy.stats import get_path, percentile
 from study.metrics import classification_metrics
+from study.schema import LoadSummary
 
 PERCENTILES = (50, 90, 95, 99)
 # A steady window whose samples cover less than this share is degraded (kept, never averaged
@@ -475,7 +476,7 @@ def aggregate_repeats(repeats: list[dict[str, Any]]) -> dict[str, Any]:
         top["status"] = "degraded" if only_degraded else "ok"
         top["failure_reason"] = None
     top["repeats"] = repeats
-    return top
+    return LoadSummary.from_dict(top).to_dict()
 
 
 def _blank_numbers(tree: Any) -> Any:
@@ -660,4 +661,4 @@ def compose_repeat_summary(
         out["energy"].setdefault(k, None)
     if extra:
         out.update(extra)
-    return out
+    return LoadSummary.from_dict(out).to_dict()  # written through the one schema

@@ -22,8 +22,10 @@ from typing import Any
 
 from energy import stats
 from energy.base import combine_kinds
+from energy.io import write_json_atomic
 from energy.stats import get_path, set_path
 from study.metrics import METRIC_NAMES, at_chance
+from study.schema import TrainingResult
 
 STAGES = ("data", "architecture", "training", "system", "inference")
 EXPORT = "export"  # v9's in-run ONNX export: its own window, not a stage
@@ -102,6 +104,12 @@ def energy_summary(records: dict[str, Any]) -> dict[str, Any]:
     kwh = dict(sorted(kwh.items(), key=lambda kv: order[kv[0]]))
     net = dict(sorted(net.items(), key=lambda kv: order[kv[0]]))
     return {"energy_kwh": kwh, "energy_net_kwh": net, "energy_source": src, "energy_kind": kind}
+
+
+def write_result(path, result: dict[str, Any]) -> None:
+    """Write a training result atomically, through :class:`study.schema.TrainingResult` (a
+    field that breaks the schema raises :class:`study.schema.SchemaError` naming it)."""
+    write_json_atomic(path, TrainingResult.from_dict(result).to_dict())
 
 
 def empty_result(variant: str, run_id: str) -> dict[str, Any]:

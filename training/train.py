@@ -56,6 +56,7 @@ from training.results import (
     aggregate,
     empty_result,
     energy_summary,
+    write_result,
 )
 from training.runtime import (
     LAUNCHED_ENV,
@@ -139,7 +140,7 @@ def _write_failed(paths: RunPaths, variant: str, cfg: Config, reason: str,
     res = empty_result(variant, _new_run_id(cfg.training.seed))
     res.update(failure_reason=reason, config=cfg.to_dict(), environment=environment or {},
                country=cfg.runtime.country)
-    write_json_atomic(paths.result, res)
+    write_result(paths.result, res)
     return res
 
 
@@ -814,23 +815,23 @@ def run_variant(variant: str, cfg: Config, *, repeats: int = 1, paths: RunPaths 
                 res.update(status="failed", failure_reason=_one_line(e))
                 if not isinstance(e, Exception):
                     if not (is_worker() and rank() != 0):
-                        write_json_atomic(paths.run_result(res["run_id"]), res)
+                        write_result(paths.run_result(res["run_id"]), res)
                         runs.append(res)
-                        write_json_atomic(paths.result, aggregate(variant, runs, runs[-1]["run_id"],
+                        write_result(paths.result, aggregate(variant, runs, runs[-1]["run_id"],
                                                                   include_flagged=include_flagged))
                     raise
                 log.debug("run %s failed", run_id, exc_info=True)
             res["n_repeats"] = 1
             if is_worker() and rank() != 0:
                 continue
-            write_json_atomic(paths.run_result(res["run_id"]), res)
+            write_result(paths.run_result(res["run_id"]), res)
             runs.append(res)
             print(summary_line(res), flush=True)
         if is_worker() and rank() != 0:
             return {"status": "ok", "variant": variant}
         final = aggregate(variant, runs, runs[0]["run_id"] if len(runs) == 1 else
                           f"{runs[0]['run_id']}..{runs[-1]['run_id']}", include_flagged=include_flagged)
-        write_json_atomic(paths.result, final)
+        write_result(paths.result, final)
         return final
     finally:
         if own_meters:

@@ -566,3 +566,24 @@ def inject_html(report: str, figures: list[dict[str, Any]]) -> str:
     section = figures_html(figures)
     i = report.rfind("</body>")
     return report + section if i < 0 else report[:i] + section + report[i:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m loadtest.live --help``: Locust's full help *with* the locustfile's options.
+
+    ``locust -f loadtest/locustfile.py --help`` cannot list them: Locust 2.47 prints its help
+    before it imports the locustfile, so no ``init_command_line_parser`` listener has run yet
+    (locust issue #2917). This builds Locust's own parser with them registered.
+    """
+    from locust import events
+    from locust.argument_parser import get_parser
+
+    events.init_command_line_parser.add_listener(lambda parser, **_kw: add_options(parser))
+    get_parser().parse_args(["--help"] if argv is None else argv)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:] or ["--help"]))

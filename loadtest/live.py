@@ -120,7 +120,7 @@ def add_options(parser: Any) -> None:
     which an argument group's does not)."""
     for o in OPTIONS:
         kw: dict[str, Any] = {"type": o.type, "default": o.default, "env_var": o.env,
-                              "help": o.help, "include_in_web_ui": o.web_ui}
+                              "help": f"{o.help} [env {o.env}]", "include_in_web_ui": o.web_ui}
         if o.choices:
             kw["choices"] = list(o.choices)
         parser.add_argument(o.flag, **kw)

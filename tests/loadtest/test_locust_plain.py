@@ -211,3 +211,29 @@ def test_variant_and_model_dir_from_served_paths(tmp_path):
     assert live.variant_from_path("/x/artifacts/v3/pytorch") == "v3"
     assert live.model_dir_from_path(str(tmp_path / "v3" / "onnx" / "model.onnx"), "v3") == str(tmp_path / "v3" / "model")
     assert live.model_dir_from_path(str(tmp_path / "v9" / "onnx"), "v9") is None
+
+
+@pytest.mark.slow
+def test_plain_master_and_two_workers_record_from_every_worker(server, tmp_path):
+    port = free_port()
+    master = subprocess.Popen(
+        [*LOCUST, "--headless", "--master", "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
+         "--master-bind-port", str(port), "-u", "4", "-r", "4", "-t", "5s", "--host", server,
+         "--meter", "off", "--stop-timeout", "5", "--csv", str(tmp_path / "loc")],
+        cwd=tmp_path, env=plain_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    workers = [subprocess.Popen([*LOCUST, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+                                cwd=tmp_path, env=plain_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT) for _ in range(2)]
+    out, _ = master.communicate(timeout=180)
+    for w in workers:
+        w.wait(timeout=60)
+    assert master.returncode == 0, out.decode()[-3000:]
+    (run_dir,) = (tmp_path / "results" / "locust" / "pytorch__v0").iterdir()
+    files = sorted(run_dir.glob("requests-run-*.csv"))
+    assert {int(p.stem.rsplit("-", 1)[1]) for p in files} == {w.pid for w in workers}
+    for p in files:
+        rows = _rows(p)
+        assert rows and all(r["ok"] == "1" for r in rows), p
+    energy = {r["figure"]: r for r in _rows(tmp_path / "loc_energy.csv")}
+    assert energy["Live power"]["kind"] == "not measured"  # --meter off, and it says so
+    assert float(energy["Served accuracy so far"]["value"]) >= 0

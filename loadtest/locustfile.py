@@ -51,6 +51,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
 import threading
 import time
@@ -129,6 +130,7 @@ class State:
         self.energy: live.EnergyView | None = None
         self.sidecar: Any = None
         self.targets: dict[tuple, live.Target] = {}
+        self.splits: dict[tuple, dict[str, Any]] = {}
 
     @property
     def served(self) -> live.ServedTally:
@@ -199,13 +201,28 @@ def prepare_run(environment) -> dict[str, Any]:
     if s.records_dir:
         records_dir = Path(s.records_dir)
     else:
-        run_dir = Path(s.results_dir) / f"{target.engine or 'unknown'}__{target.variant or 'unknown'}" / run_id
+        base = Path(s.results_dir) / f"{target.engine or 'unknown'}__{target.variant or 'unknown'}"
+        run_dir = base / run_id
+        for k in itertools.count(2):  # two tests started within one second get two directories
+            if s.run_id or not run_dir.exists():
+                break
+            run_dir = base / f"{run_id}-{k}"
+        run_id = run_dir.name
         records_dir = run_dir
     records_dir.mkdir(parents=True, exist_ok=True)
     requests_file, split = s.requests_file, None
     if not requests_file:
-        split = live.held_out_requests(s, str(target.variant), (run_dir or records_dir) / "requests.jsonl",
-                                       model_dir=target.model_dir)
+        out = (run_dir or records_dir) / "requests.jsonl"
+        skey = (str(target.variant), target.model_dir, s.artifacts_dir, s.data)
+        cached = STATE.splits.get(skey)
+        if cached and Path(cached["file"]).is_file():
+            # The next test of the same session: the same split, without pandas again.
+            if Path(cached["file"]).resolve() != out.resolve():
+                shutil.copyfile(cached["file"], out)
+            split = {**cached, "file": str(out)}
+        else:
+            split = live.held_out_requests(s, str(target.variant), out, model_dir=target.model_dir)
+            STATE.splits[skey] = split
         requests_file = split["file"]
     live.load_items(requests_file)  # a clear error now, not in every user
     n_users = int(getattr(opts, "num_users", None) or 1)
@@ -220,11 +237,15 @@ def prepare_run(environment) -> dict[str, Any]:
         "model_dir": target.model_dir, "data": s.data, "users": n_users, "started_unix_s": started,
         "power_csv": str(STATE.energy.power_csv) if STATE.energy and STATE.energy.power_csv else None,
     }
-    if run_dir is not None:
+    _write_meta(run)
+    return run
+
+
+def _write_meta(run: dict[str, Any]) -> None:
+    if run.get("run_dir"):
         from energy.io import write_json_atomic
 
-        write_json_atomic(run_dir / "meta.json", run)
-    return run
+        write_json_atomic(Path(run["run_dir"]) / "meta.json", run)
 
 
 def apply_run(run: dict[str, Any]) -> None:
@@ -314,6 +335,8 @@ def _on_test_start(environment, **_kw) -> None:
         return
     try:
         run, STATE.preflight = (STATE.preflight or prepare_run(environment)), None
+        run["started_unix_s"] = time.time()  # the test starts now, not at the start-up check
+        _write_meta(run)
         apply_run(run)
     except (ValueError, OSError) as e:
         _fail(environment, str(e))

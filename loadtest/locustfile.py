@@ -235,7 +235,6 @@ def prepare_run(environment) -> dict[str, Any]:
         "batch": s.batch, "rps": s.rps, "pool": (s.pool or n_users) if s.rps else None,
         "request_timeout": s.request_timeout, "seed": s.seed, "artifacts_dir": s.artifacts_dir,
         "model_dir": target.model_dir, "data": s.data, "users": n_users, "started_unix_s": started,
-        "power_csv": str(STATE.energy.power_csv) if STATE.energy and STATE.energy.power_csv else None,
     }
     _write_meta(run)
     return run
@@ -285,9 +284,6 @@ def _on_init(environment, **_kw) -> None:
         gevent.spawn(_flusher)
     if STATE.role == "worker":
         return  # settings, paths and requests arrive from the master with the first spawn
-    _start_energy(s)
-    if environment.web_ui is not None:
-        _extend_web_ui(environment)
     if getattr(opts, "headless", False) and (environment.host or getattr(opts, "host", None)):
         # Fail at start-up, not at the first request, when the server or the data is unusable.
         try:
@@ -295,6 +291,9 @@ def _on_init(environment, **_kw) -> None:
         except (ValueError, OSError) as e:
             print(f"loadtest: {e}", file=sys.stderr)
             sys.exit(2)
+    _start_energy(s)
+    if environment.web_ui is not None:
+        _extend_web_ui(environment)
 
 
 def _start_energy(s: live.Settings) -> None:
@@ -336,6 +335,7 @@ def _on_test_start(environment, **_kw) -> None:
     try:
         run, STATE.preflight = (STATE.preflight or prepare_run(environment)), None
         run["started_unix_s"] = time.time()  # the test starts now, not at the start-up check
+        run["power_csv"] = str(STATE.energy.power_csv) if STATE.energy and STATE.energy.power_csv else None
         _write_meta(run)
         apply_run(run)
     except (ValueError, OSError) as e:

@@ -237,3 +237,42 @@ def test_plain_master_and_two_workers_record_from_every_worker(server, tmp_path)
     energy = {r["figure"]: r for r in _rows(tmp_path / "loc_energy.csv")}
     assert energy["Live power"]["kind"] == "not measured"  # --meter off, and it says so
     assert float(energy["Served accuracy so far"]["value"]) >= 0
+
+
+def test_resolve_target_for_servers_whose_metadata_differs(tmp_path):
+    """vLLM (GPU-only, absent here) and Triton (metadata without a variant), each stood in for
+    by a loopback HTTP server answering their documented metadata routes with canned JSON."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "v2" / "model").mkdir(parents=True)
+    routes: dict[str, object] = {}
+
+    class Canned(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = json.dumps(routes[self.path]).encode() if self.path in routes else b"{}"
+            self.send_response(200 if self.path in routes else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Canned)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    host = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        routes["/v1/models"] = {"data": [{"id": "bigvul-modernbert", "root": str(tmp_path / "v2" / "pytorch")}]}
+        t = live.resolve_target(host, live.Settings())
+        assert (t.protocol, t.engine, t.variant, t.model_dir) == ("vllm", "vllm", "v2", str(tmp_path / "v2" / "model"))
+        with pytest.raises(ValueError, match="not --model='other'"):
+            live.resolve_target(host, live.Settings(model="other"))
+        routes.clear()
+        routes["/v2/models/bigvul-modernbert"] = {"name": "bigvul-modernbert", "platform": "python"}
+        routes["/v2"] = {"name": "triton", "version": "2.50"}
+        t = live.resolve_target(host, live.Settings())
+        assert (t.protocol, t.engine, t.variant) == ("oip", "triton", None)
+        assert live.resolve_target(host, live.Settings(variant="v2")).variant == "v2"
+    finally:
+        srv.shutdown()

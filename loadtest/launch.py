@@ -161,20 +161,17 @@ def run_locust(
     """
     records_dir = rep_dir / RECORDS_SUBDIR
     csv_prefix = rep_dir / f"locust-{phase}"
-    env = child_env({
-        "LOADTEST_REQUESTS": str(requests_file),
-        "LOADTEST_RECORDS_DIR": str(records_dir),
-        "LOADTEST_PHASE": phase,
-        "LOADTEST_PROTOCOL": cfg.protocol,
-        "LOADTEST_MODEL": cfg.model_name,
-        "LOADTEST_TIMEOUT_S": repr(cfg.timeout_s),
-        "LOADTEST_SEED": str(cfg.seed),
-        **spec.env(),
-    })
+    env = child_env()
+    # The locustfile's own options (loadtest/live.py), the same a user gives plain Locust; the
+    # workers receive them from the master. --meter off: this run's sidecar does the measuring.
+    options = ["--requests-file", str(requests_file), "--records-dir", str(records_dir),
+               "--phase", phase, "--protocol", cfg.protocol, "--model", cfg.model_name,
+               "--request-timeout", repr(cfg.timeout_s), "--seed", str(cfg.seed), "--meter", "off",
+               *spec.locust_options()]
     run_time = max(1, math.ceil(run_s))
     stop_timeout = max(1, math.ceil(min(cfg.timeout_s, 30.0)))
     common = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
-    cmd = [*common, "--headless", "--host", url, *spec.locust_args(), "-t", f"{run_time}s",
+    cmd = [*common, *options, "--headless", "--host", url, *spec.locust_args(), "-t", f"{run_time}s",
            "--stop-timeout", str(stop_timeout), "--csv", str(csv_prefix), "--only-summary",
            "--exit-code-on-error", "0", "--logfile", str(rep_dir / f"locust-{phase}.log")]
     log_fh = open(rep_dir / f"locust-{phase}.out", "ab")  # noqa: SIM115

@@ -1,22 +1,31 @@
 """Locust users for the served classifier: Open Inference Protocol v2 and vLLM's classify API.
 
-Run by :mod:`loadtest.run` (``locust -f loadtest/locustfile.py …``); configured by environment
-variables so that master and workers read the same settings without importing pandas or the
-training package:
+Plain Locust is enough — ``--host`` is the only thing to give (docs/loadtest.md)::
 
-==========================  ===============================================================
-``LOADTEST_REQUESTS``       JSONL file, one ``{"text": …, "label": 0|1}`` per line (written once
-                            by the orchestrator from the real BigVul test split) — required
-``LOADTEST_RECORDS_DIR``    where each process writes ``requests-<phase>-<pid>.csv`` (required)
-``LOADTEST_PHASE``          file-name tag, e.g. ``warmup`` / ``steady`` (default ``run``)
-``LOADTEST_PROTOCOL``       ``oip`` (default) or ``vllm``
-``LOADTEST_MODEL``          served model name (default ``bigvul-modernbert``)
-``LOADTEST_BATCH``          functions per request (default 1)
-``LOADTEST_RPS``            open loop: total target arrival rate (req/s); unset = closed loop
-``LOADTEST_POOL``           open loop: number of users the rate is split over (total, all workers)
-``LOADTEST_TIMEOUT_S``      per-request network timeout (default 60)
-``LOADTEST_SEED``           seed of the request order and arrival schedule (default 0)
-==========================  ===============================================================
+    locust -f loadtest/locustfile.py --host http://127.0.0.1:8000                  # web UI :8089
+    locust -f loadtest/locustfile.py --headless -u 4 -r 4 -t 30s --host http://127.0.0.1:8000
+    locust -f loadtest/locustfile.py --help                                         # options
+
+At each test start the master (or the single local process) asks the server what it serves
+(:func:`loadtest.live.resolve_target`: engine, variant, protocol), sends the **held-out test
+split** of that variant (``artifacts/<variant>/model/split.json``) unless ``--requests-file``
+says otherwise, and writes everything under ``results/locust/<engine>__<variant>/<run_id>/``:
+``requests-<phase>-<pid>.csv`` from every process (workers included), ``requests.jsonl`` (what
+was sent), ``meta.json`` and, at the end, ``energy.csv``. The options (``--requests-file``,
+``--protocol``, ``--model``, ``--batch``, ``--rps``, ``--pool``, ``--request-timeout``, …, see
+:data:`loadtest.live.OPTIONS`) are Locust options: in ``--help``, in the web UI's start form,
+in a ``locust.conf``, and settable by their ``LOADTEST_*`` environment variables. Workers get
+them, and the run's id and paths, from the master with every spawn message.
+
+The web UI gets an **Energy** tab (Locust's extension mechanism: ``extended_tabs`` /
+``extended_tables`` in the template arguments, the rows in ``extended_stats`` of
+``/stats/requests``) with live power, energy so far, Wh per 1k requests since the test started
+(gross, server-attributed where the trace has the server's series) and served accuracy, each with
+its meter and kind; ``GET /energy`` returns the same as JSON, ``/energy/csv`` as CSV, and the
+figures are added to ``--csv`` (``<prefix>_energy.csv``) and to the HTML report (``--html`` and
+the web UI's *Download Report*). Power comes from a sidecar's CSV (``--power-csv``; ``make
+locust`` starts one) or from a sidecar this process starts itself (``--meter``, default ``auto``;
+``--meter off`` for none).
 
 Every response is checked (HTTP status, schema, one label per input) and its predicted label
 compared with the true one. Each request becomes one row of the per-process CSV
@@ -25,8 +34,8 @@ the orchestrator can cut windows exactly and compute served F1. A failed request
 its error, never an exception that stops the user.
 
 Load models (docs/loadtest.md): *closed loop* — each user sends its next request as soon as the
-previous one is answered (``wait_time`` 0); *open loop* — the total rate ``LOADTEST_RPS`` is
-split over ``LOADTEST_POOL`` users, each following its own Poisson schedule of **absolute**
+previous one is answered (``wait_time`` 0); *open loop* — the total rate ``--rps`` is split over
+``--pool`` users (default: all users), each following its own Poisson schedule of **absolute**
 target times (a superposition of independent Poisson processes is Poisson at the summed rate).
 A user that is still busy when its next target passes sends immediately and keeps the schedule,
 so a slow server does not lower the offered rate (coordinated omission is bounded by the pool
@@ -39,82 +48,42 @@ import atexit
 import csv
 import itertools
 import json
+import logging
 import os
 import random
+import shutil
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import gevent
-from locust import events, task
-from locust.contrib.fasthttp import FastHttpUser
+# `locust -f loadtest/locustfile.py` from anywhere: the repository's packages importable here
+# (appended: Locust drops sys.path[0] after importing the locustfile) and in the power sidecar.
+_REPO = str(Path(__file__).resolve().parent.parent)
+if _REPO not in sys.path:
+    sys.path.append(_REPO)
+if _REPO not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, os.environ.get("PYTHONPATH")) if p)
 
-from loadtest.protocols import PREDICT_FN, PROTOCOLS, oip_request, vllm_request
-from loadtest.summary import RECORD_COLUMNS
+import gevent  # noqa: E402
+from locust import events, task  # noqa: E402
+from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 
+from loadtest import live  # noqa: E402
+from loadtest.protocols import PREDICT_FN, oip_request, vllm_request  # noqa: E402
+from loadtest.summary import RECORD_COLUMNS  # noqa: E402
 
-def _env(name: str, default: str | None = None) -> str | None:
-    v = os.environ.get(name)
-    return v if v not in (None, "") else default
-
-
-def _env_num(name: str, cast: type, default: Any, minimum: float) -> Any:
-    raw = _env(name)
-    if raw is None:
-        return default
-    try:
-        v = cast(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is invalid; allowed: a number >= {minimum}") from None
-    if v < minimum:
-        raise ValueError(f"{name}={raw!r} is invalid; allowed: a number >= {minimum}")
-    return v
-
-
-PROTOCOL = (_env("LOADTEST_PROTOCOL", "oip") or "oip").lower()
-if PROTOCOL not in PROTOCOLS:
-    raise ValueError(f"LOADTEST_PROTOCOL={PROTOCOL!r} is invalid; allowed: {', '.join(PROTOCOLS)}")
-MODEL = _env("LOADTEST_MODEL", "bigvul-modernbert")
-BATCH = _env_num("LOADTEST_BATCH", int, 1, 1)
-RPS = _env_num("LOADTEST_RPS", float, None, 1e-9)
-POOL = _env_num("LOADTEST_POOL", int, 1, 1)
-TIMEOUT_S = _env_num("LOADTEST_TIMEOUT_S", float, 60.0, 0.001)
-SEED = _env_num("LOADTEST_SEED", int, 0, 0)
-PHASE = _env("LOADTEST_PHASE", "run")
-
-
-def load_items(path: str | None) -> list[tuple[str, int, str]]:
-    """``[(text, label, pair), …]`` from the orchestrator's JSONL file (a clear error if
-    unusable); ``pair`` is the vulnerable/fix pair id, ``""`` when the file has none."""
-    if not path:
-        raise RuntimeError(
-            "LOADTEST_REQUESTS is not set: run the load test through `python -m loadtest.run`, "
-            "which writes requests.jsonl from the test split"
-        )
-    items: list[tuple[str, int, str]] = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                items.append((str(d["text"]), int(d["label"]), str(d.get("pair") or "")))
-            except (ValueError, KeyError) as e:
-                raise ValueError(f"{path}:{i}: need {{'text': str, 'label': 0|1}} ({e})") from e
-    if not items:
-        raise ValueError(f"{path}: no requests in the file")
-    return items
+log = logging.getLogger("loadtest")
+RUN_KEY = "gps_run"  # the run's resolved settings, carried to workers in parsed_options
 
 
 class RecordWriter:
     """This process's per-request CSV: opened on the first record, flushed twice a second (so
     the orchestrator can follow progress and a killed process loses little), closed at exit."""
 
-    def __init__(self, directory: str | None, phase: str | None) -> None:
-        self.path = (
-            Path(directory) / f"requests-{phase}-{os.getpid()}.csv" if directory else None
-        )
+    def __init__(self, directory: str | os.PathLike[str] | None, phase: str | None) -> None:
+        self.path = Path(directory) / f"requests-{phase}-{os.getpid()}.csv" if directory else None
         self._fh = None
         self._w: Any = None
         self._lock = threading.Lock()
@@ -126,9 +95,10 @@ class RecordWriter:
         with self._lock:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+                self._fh = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
                 self._w = csv.writer(self._fh)
-                self._w.writerow(RECORD_COLUMNS)
+                if self._fh.tell() == 0:
+                    self._w.writerow(RECORD_COLUMNS)
             self._w.writerow(row)
             self.n += 1
 
@@ -144,42 +114,334 @@ class RecordWriter:
                 self._fh.close()
 
 
-WRITER = RecordWriter(_env("LOADTEST_RECORDS_DIR"), PHASE)
-atexit.register(WRITER.close)
-_ITEMS: list[tuple[str, int, str]] | None = None
+class State:
+    """This process's current run: settings, requests, record writer, served tally, energy."""
+
+    def __init__(self) -> None:
+        self.environment: Any = None
+        self.role = "local"  # local | master | worker
+        self.run: dict[str, Any] = {}
+        self.preflight: dict[str, Any] | None = None  # prepared at start-up (headless + --host)
+        self.items: list[tuple[str, int, str]] = []
+        self.items_key: tuple | None = None
+        self.writer = RecordWriter(None, None)
+        self.tally = live.ServedTally()  # this process (a worker's: since its last report)
+        self.total = live.ServedTally()  # master: every worker's, merged from their reports
+        self.energy: live.EnergyView | None = None
+        self.sidecar: Any = None
+        self.targets: dict[tuple, live.Target] = {}
+        self.splits: dict[tuple, dict[str, Any]] = {}
+
+    @property
+    def served(self) -> live.ServedTally:
+        """The whole test's tally: merged from the workers on a master, else this process's."""
+        return self.total if self.role == "master" else self.tally
+
+    def load_items(self) -> None:
+        """The run's requests: the JSONL the master wrote or was given; a worker that cannot
+        read that path (another machine) derives the same held-out split itself."""
+        key = (self.run.get("requests_file"), self.run.get("variant"))
+        if key == self.items_key and self.items:
+            return
+        path = self.run["requests_file"]
+        if not Path(path).exists() and self.run.get("from_split"):
+            settings = live.Settings(artifacts_dir=self.run.get("artifacts_dir") or "artifacts",
+                                     data=self.run.get("data") or "")
+            path = str(Path(self.run["records_dir"]) / f"requests-{os.getpid()}.jsonl")
+            live.held_out_requests(settings, self.run["variant"], Path(path),
+                                   model_dir=self.run.get("model_dir"))
+        self.items = live.load_items(path)
+        self.items_key = key
+
+
+STATE = State()
+atexit.register(lambda: STATE.writer.close())
 _USER_IDS = itertools.count()
-
-
-def items() -> list[tuple[str, int, str]]:
-    global _ITEMS
-    if _ITEMS is None:
-        _ITEMS = load_items(_env("LOADTEST_REQUESTS"))
-    return _ITEMS
 
 
 def _flusher() -> None:
     while True:
         gevent.sleep(0.5)
-        WRITER.flush()
+        STATE.writer.flush()
+
+
+def _fail(environment, message: str) -> None:
+    """One clear line, and the test stops (a bad option or an unreachable server)."""
+    log.error("loadtest: %s", message)
+    environment.process_exit_code = 2
+    runner = environment.runner
+    if runner is not None:
+        headless = getattr(environment.parsed_options, "headless", False)
+        gevent.spawn_later(0, runner.quit if headless else runner.stop)
+
+
+def prepare_run(environment) -> dict[str, Any]:
+    """Resolve this test's settings on the master/local process: what the server serves, the
+    request file, the run directory. Returns the dict workers receive (``parsed_options``)."""
+    opts = environment.parsed_options
+    s = live.settings_from(opts)
+    host = (environment.host or getattr(opts, "host", "") or "").rstrip("/")
+    if not host:
+        raise ValueError("--host is not set: give the server's URL, e.g. --host http://127.0.0.1:8000")
+    key = (host, s.protocol, s.model, s.variant, bool(s.requests_file and s.records_dir))
+    if key not in STATE.targets:
+        if s.requests_file and s.records_dir and s.protocol != "auto":
+            # The orchestrator: it gives everything and keeps its own account of the run.
+            STATE.targets[key] = live.Target(host, s.protocol, s.model, None, s.variant or None,
+                                             how="options")
+        else:
+            STATE.targets[key] = live.resolve_target(host, s)
+    target = STATE.targets[key]
+    if not s.requests_file and not target.variant:
+        raise ValueError(f"{host} does not say which variant it serves ({target.engine}); "
+                         "give --variant (e.g. --variant v0) or --requests-file")
+    started = time.time()
+    run_id = s.run_id or live.utc_run_id(started)
+    run_dir: Path | None = None
+    if s.records_dir:
+        records_dir = Path(s.records_dir)
+    else:
+        base = Path(s.results_dir) / f"{target.engine or 'unknown'}__{target.variant or 'unknown'}"
+        run_dir = base / run_id
+        for k in itertools.count(2):  # two tests started within one second get two directories
+            if s.run_id or not run_dir.exists():
+                break
+            run_dir = base / f"{run_id}-{k}"
+        run_id = run_dir.name
+        records_dir = run_dir
+    records_dir.mkdir(parents=True, exist_ok=True)
+    requests_file, split = s.requests_file, None
+    if not requests_file:
+        out = (run_dir or records_dir) / "requests.jsonl"
+        skey = (str(target.variant), target.model_dir, s.artifacts_dir, s.data)
+        cached = STATE.splits.get(skey)
+        if cached and Path(cached["file"]).is_file():
+            # The next test of the same session: the same split, without pandas again.
+            if Path(cached["file"]).resolve() != out.resolve():
+                shutil.copyfile(cached["file"], out)
+            split = {**cached, "file": str(out)}
+        else:
+            split = live.held_out_requests(s, str(target.variant), out, model_dir=target.model_dir)
+            STATE.splits[skey] = split
+        requests_file = split["file"]
+    live.load_items(requests_file)  # a clear error now, not in every user
+    n_users = int(getattr(opts, "num_users", None) or 1)
+    run = {
+        "run_id": run_id, "host": host, "engine": target.engine, "variant": target.variant,
+        "format": target.format, "protocol": target.protocol, "model": s.model,
+        "resolved_by": target.how, "requests_file": str(Path(requests_file).resolve()),
+        "from_split": split is not None, "split": split, "records_dir": str(records_dir.resolve()),
+        "run_dir": str(run_dir.resolve()) if run_dir else None, "phase": s.phase,
+        "batch": s.batch, "rps": s.rps, "pool": (s.pool or n_users) if s.rps else None,
+        "request_timeout": s.request_timeout, "seed": s.seed, "artifacts_dir": s.artifacts_dir,
+        "model_dir": target.model_dir, "data": s.data, "users": n_users, "started_unix_s": started,
+    }
+    _write_meta(run)
+    return run
+
+
+def _write_meta(run: dict[str, Any]) -> None:
+    if run.get("run_dir"):
+        from energy.io import write_json_atomic
+
+        write_json_atomic(Path(run["run_dir"]) / "meta.json", run)
+
+
+def apply_run(run: dict[str, Any]) -> None:
+    """Make ``run`` this process's current run (every process, before its users start)."""
+    STATE.run = run
+    STATE.writer.close()
+    STATE.writer = RecordWriter(run["records_dir"], run["phase"])
+    LoadUser.network_timeout = LoadUser.connection_timeout = float(run["request_timeout"])
+    STATE.load_items()
+
+
+# --------------------------------------------------------------------------- Locust hooks
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser, **_kw) -> None:
+    live.add_options(parser)
 
 
 @events.init.add_listener
 def _on_init(environment, **_kw) -> None:
-    from locust.runners import MasterRunner
+    from locust.runners import MasterRunner, WorkerRunner
 
-    if not isinstance(environment.runner, MasterRunner):
-        items()  # fail at start-up, not in the first request, when the data is unusable
+    STATE.environment = environment
+    runner = environment.runner
+    STATE.role = ("worker" if isinstance(runner, WorkerRunner)
+                  else "master" if isinstance(runner, MasterRunner) else "local")
+    opts = environment.parsed_options
+    if opts is None:  # a library user building an Environment by hand
+        return
+    try:
+        s = live.settings_from(opts)
+    except ValueError as e:
+        print(f"loadtest: {e}", file=sys.stderr)
+        sys.exit(2)
+    if STATE.role != "master":
         gevent.spawn(_flusher)
+    if STATE.role == "worker":
+        return  # settings, paths and requests arrive from the master with the first spawn
+    if getattr(opts, "headless", False) and (environment.host or getattr(opts, "host", None)):
+        # Fail at start-up, not at the first request, when the server or the data is unusable.
+        try:
+            STATE.preflight = prepare_run(environment)
+        except (ValueError, OSError) as e:
+            print(f"loadtest: {e}", file=sys.stderr)
+            sys.exit(2)
+    _start_energy(s)
+    if environment.web_ui is not None:
+        _extend_web_ui(environment)
+
+
+def _start_energy(s: live.Settings) -> None:
+    if s.power_csv:
+        STATE.energy = live.EnergyView(s.power_csv, server_pid=s.server_pid)
+        return
+    if s.meter.lower() in ("off", "none"):
+        STATE.energy = live.EnergyView(None, meter_note="--meter off")
+        return
+    from energy.sidecar import Sidecar
+
+    out = Path(s.results_dir) / "power" / f"{live.utc_run_id()}-{os.getpid()}.csv"
+    try:
+        STATE.sidecar = Sidecar(out, interval_s=0.5, meter=s.meter,
+                                pids=(s.server_pid,) if s.server_pid else ())
+    except (RuntimeError, TimeoutError, OSError) as e:
+        log.warning("loadtest: no energy figures: the power sidecar did not start (%s)", e)
+        STATE.energy = live.EnergyView(None, meter_note=f"the power sidecar did not start: {e}")
+        return
+    atexit.register(STATE.sidecar.stop)
+    STATE.energy = live.EnergyView(out, server_pid=s.server_pid)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_kw) -> None:
+    opts = environment.parsed_options
+    STATE.tally = live.ServedTally()
+    STATE.total = live.ServedTally()
+    if STATE.role == "worker":
+        run = getattr(opts, RUN_KEY, None)
+        if not run:
+            log.error("loadtest: the master sent no run settings (is it running this locustfile?)")
+            return
+        try:
+            apply_run(dict(run))
+        except (ValueError, OSError) as e:
+            log.error("loadtest: %s", e)
+        return
+    try:
+        run, STATE.preflight = (STATE.preflight or prepare_run(environment)), None
+        run["started_unix_s"] = time.time()  # the test starts now, not at the start-up check
+        run["power_csv"] = str(STATE.energy.power_csv) if STATE.energy and STATE.energy.power_csv else None
+        _write_meta(run)
+        apply_run(run)
+    except (ValueError, OSError) as e:
+        _fail(environment, str(e))
+        return
+    setattr(opts, RUN_KEY, run)  # sent to every worker with its spawn message
+    if STATE.energy is not None:
+        STATE.energy.start(run["started_unix_s"])
+    log.info("loadtest: %s/%s (%s, %s), %d requests from %s → %s", run["engine"], run["variant"],
+             run["protocol"], run["resolved_by"], len(STATE.items), run["requests_file"],
+             run["records_dir"])
+
+
+@events.report_to_master.add_listener
+def _on_report_to_master(data, **_kw) -> None:
+    data["gps_tally"] = STATE.tally.take()
+
+
+@events.worker_report.add_listener
+def _on_worker_report(data, **_kw) -> None:
+    if "gps_tally" in data:
+        STATE.total.merge(data["gps_tally"])
+
+
+def energy_snapshot() -> dict[str, Any]:
+    """The Energy tab's data (what ``GET /energy`` returns)."""
+    if STATE.energy is None:
+        STATE.energy = live.EnergyView(None, meter_note="not started")
+    run = STATE.run or {}
+    return STATE.energy.snapshot(
+        STATE.served, run_id=run.get("run_id"), engine=run.get("engine"),
+        variant=run.get("variant"), run_dir=run.get("run_dir") or run.get("records_dir"))
+
+
+def _write_energy_files(environment) -> None:
+    """``energy.csv`` + ``energy.json`` in the run directory and ``<--csv prefix>_energy.csv``."""
+    if STATE.role == "worker" or STATE.energy is None or not STATE.run:
+        return
+    from energy.io import write_json_atomic, write_text_atomic
+
+    snap = energy_snapshot()
+    text = live.figures_csv(snap["figures"])
+    if STATE.run.get("run_dir"):
+        write_text_atomic(Path(STATE.run["run_dir"]) / "energy.csv", text)
+        write_json_atomic(Path(STATE.run["run_dir"]) / "energy.json", snap)
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if prefix:
+        write_text_atomic(f"{prefix}_energy.csv", text)
 
 
 @events.test_stop.add_listener
-def _on_test_stop(**_kw) -> None:
-    WRITER.flush()
+def _on_test_stop(environment, **_kw) -> None:
+    STATE.writer.flush()
+    _write_energy_files(environment)
 
 
 @events.quitting.add_listener
-def _on_quitting(**_kw) -> None:
-    WRITER.close()
+def _on_quitting(environment, **_kw) -> None:
+    STATE.writer.close()
+    _write_energy_files(environment)  # again: the workers' last reports have arrived by now
+
+
+@events.quit.add_listener
+def _on_quit(**_kw) -> None:
+    env = STATE.environment
+    html_file = getattr(getattr(env, "parsed_options", None), "html_file", None)
+    if STATE.role != "worker" and html_file and Path(html_file).exists() and STATE.run:
+        # Locust writes the --html report before it fires `quit`: add the Energy section.
+        from energy.io import write_text_atomic
+
+        report = Path(html_file).read_text(encoding="utf-8")
+        write_text_atomic(html_file, live.inject_html(report, energy_snapshot()["figures"]))
+    if STATE.sidecar is not None:
+        STATE.sidecar.stop()
+
+
+def _extend_web_ui(environment) -> None:
+    """The Energy tab, as Locust's own ``extend_web_ui`` example does it: a tab and its table
+    in the template arguments, its rows in ``extended_stats`` of ``/stats/requests``."""
+    from flask import Response, jsonify, request
+
+    web_ui = environment.web_ui
+    web_ui.template_args["extended_tabs"] = [{"title": "Energy", "key": "energy"}]
+    web_ui.template_args["extended_tables"] = [{"key": "energy", "structure": live.TABLE_STRUCTURE}]
+    web_ui.template_args["extended_csv_files"] = [
+        {"href": "./energy/csv", "title": "Download energy figures CSV"}]
+
+    @web_ui.app.after_request
+    def _extend(response):
+        if request.path.endswith("/stats/requests") and response.is_json:
+            body = response.get_json()
+            body["extended_stats"] = [{"key": "energy", "data": live.ui_rows(energy_snapshot()["figures"])}]
+            response.set_data(json.dumps(body))
+        elif request.path.endswith("/stats/report") and response.mimetype == "text/html":
+            response.set_data(live.inject_html(response.get_data(as_text=True),
+                                               energy_snapshot()["figures"]))
+        return response
+
+    @web_ui.app.route("/energy")
+    def _energy():
+        return jsonify(energy_snapshot())
+
+    @web_ui.app.route("/energy/csv")
+    def _energy_csv():
+        return Response(live.figures_csv(energy_snapshot()["figures"]), mimetype="text/csv",
+                        headers={"Content-Disposition": "attachment;filename=energy.csv"})
 
 
 # --------------------------------------------------------------------------- protocols
@@ -204,21 +466,24 @@ def _error_reason(resp: Any) -> str:
 class LoadUser(FastHttpUser):
     """One client of the served model (closed loop, or one stream of the open-loop pool)."""
 
-    network_timeout = TIMEOUT_S
-    connection_timeout = TIMEOUT_S
+    network_timeout = 60.0
+    connection_timeout = 60.0
     max_retries = 0  # a retry would be a second request the server counts and we do not
 
     def on_start(self) -> None:
+        run = STATE.run
         uid = next(_USER_IDS)
         # Seeded by the worker's index (0 when local), not its pid, so --seed reproduces the
         # request order and arrival schedule of every user from run to run.
-        worker = getattr(self.environment.runner, "worker_index", 0)
-        self._rng = random.Random(f"{SEED}-{worker}-{uid}")
-        data = items()
-        self._cursor = self._rng.randrange(len(data))
+        worker = max(0, getattr(self.environment.runner, "worker_index", 0))
+        self._rng = random.Random(f"{run.get('seed', 0)}-{worker}-{uid}")
+        self._protocol = run.get("protocol", "oip")
+        self._model = run.get("model", live.DEFAULT_MODEL)
+        self._batch = int(run.get("batch", 1))
+        self._cursor = self._rng.randrange(len(STATE.items)) if STATE.items else 0
         self._target: float | None = None
-        if RPS is not None:
-            self._rate = RPS / POOL  # req/s of this stream
+        if run.get("rps"):
+            self._rate = float(run["rps"]) / int(run.get("pool") or 1)  # req/s of this stream
             self._target = time.time() + self._rng.expovariate(self._rate)
             gevent.sleep(max(0.0, self._target - time.time()))
 
@@ -231,17 +496,20 @@ class LoadUser(FastHttpUser):
         return max(0.0, self._target - time.time())
 
     def _next_batch(self) -> list[tuple[str, int, str]]:
-        data = items()
-        out = [data[(self._cursor + i) % len(data)] for i in range(BATCH)]
-        self._cursor = (self._cursor + BATCH) % len(data)
+        data = STATE.items
+        out = [data[(self._cursor + i) % len(data)] for i in range(self._batch)]
+        self._cursor = (self._cursor + self._batch) % len(data)
         return out
 
     @task
     def infer(self) -> None:
+        if not STATE.items:
+            gevent.sleep(0.5)  # the run could not be prepared; the error is in the log
+            return
         batch = self._next_batch()
         texts = [t for t, _, _ in batch]
         true = [y for _, y, _ in batch]
-        path, body = REQUEST_FN[PROTOCOL](texts, MODEL)
+        path, body = REQUEST_FN[self._protocol](texts, self._model)
         target = self._target
         pred: list[int] = []
         scores: list[float] | None = None
@@ -250,14 +518,14 @@ class LoadUser(FastHttpUser):
         try:
             with self.client.post(
                 path, data=body, headers={"Content-Type": "application/json"},
-                catch_response=True, name=f"{PROTOCOL}:infer",
+                catch_response=True, name=f"{self._protocol}:infer",
             ) as resp:
                 t_end = time.time()
                 if resp.status_code != 200:
                     error = _error_reason(resp)
                 else:
                     try:
-                        pred, scores = PREDICT_FN[PROTOCOL](resp.json(), len(texts))
+                        pred, scores = PREDICT_FN[self._protocol](resp.json(), len(texts))
                     except (ValueError, TypeError) as e:
                         msg = str(e)
                         error = msg if msg.startswith("schema") else "schema: body is not JSON"
@@ -268,7 +536,7 @@ class LoadUser(FastHttpUser):
         except Exception as e:  # never let one request stop the user or the run
             t_end = time.time()
             error = f"client: {type(e).__name__}"
-        WRITER.write([
+        STATE.writer.write([
             f"{t_start:.6f}",
             f"{t_end:.6f}",
             f"{(t_end - t_start) * 1000.0:.3f}",
@@ -281,3 +549,4 @@ class LoadUser(FastHttpUser):
             "" if not scores else " ".join(f"{x:.6g}" for x in scores),
             " ".join(p or "-" for _, _, p in batch),
         ])
+        STATE.tally.add(not error, true, pred)

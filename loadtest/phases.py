@@ -298,7 +298,7 @@ def _summarise(r: Repeat, k: int, run_id: str, setup_failure: str | None) -> dic
     if "_mark_errors" in r.marks:
         r.warnings.append("marks not delivered to the sidecar: " + "; ".join(r.marks.pop("_mark_errors")))
     m = r.marks
-    if r.idle_w_per_device is None and "idle_end" in m:
+    if "idle_end" in m:  # from the finished trace (the one taken during the run lacked its last samples)
         r.idle_w_per_device = idle_power_per_device(r.record("idle", m["idle_start"], m["idle_end"], idle=False))
     flags = _idle_flags(r)
     energy = {

@@ -1,7 +1,7 @@
 """Load models: closed-loop fixed concurrency, open-loop Poisson arrivals, and sweeps.
 
 A :class:`LoadSpec` is one load level. It turns into the Locust command-line arguments and the
-environment the locustfile reads (:mod:`loadtest.locustfile`), so the load model is decided in
+locustfile's own options (:mod:`loadtest.locustfile`), so the load model is decided in
 one place:
 
 * **closed** (``users=N``): N users, each sending its next request as soon as the previous one
@@ -87,8 +87,17 @@ class LoadSpec:
         n = self.n_users
         return ["-u", str(n), "-r", str(n * SPAWN_FACTOR)]
 
+    def locust_options(self) -> list[str]:
+        """The locustfile's own options for this level (``--batch``, open loop: ``--rps``,
+        ``--pool``), as ``locust -f loadtest/locustfile.py --help`` lists them."""
+        out = ["--batch", str(self.batch)]
+        if self.rps is not None:
+            out += ["--rps", repr(float(self.rps)), "--pool", str(self.n_users)]
+        return out
+
     def env(self) -> dict[str, str]:
-        """Environment the locustfile reads for this level."""
+        """Environment the locustfile reads for this level (the same as :meth:`locust_options`;
+        the options are what :mod:`loadtest.run` passes)."""
         e = {"LOADTEST_BATCH": str(self.batch)}
         if self.rps is not None:
             e["LOADTEST_RPS"] = repr(float(self.rps))

@@ -7,6 +7,7 @@
 #   make load STABLE=1                                    sub-windows until throughput, p50, J/req agree
 #   make load SERVER_CPUS=0 CLIENT_CPUS=1                 pin server and Locust to disjoint cores
 #   make bench-load                                       onnxruntime vs pytorch vs triton, ratios
+#   make locust ENGINE=onnxruntime                        explore: server + sidecar + Locust web UI
 #
 # Results: results/load/<engine>__<variant>/<run_id>/summary.json (+ repeat-<k>/ raw files).
 # The served artifact is trained/exported first when missing (before anything is measured).
@@ -29,6 +30,8 @@ CLIENT_CPUS ?=
 BATCH       ?= 1
 LOAD_URL    ?=
 LOAD_ARGS   ?=
+LOCUST_ARGS ?=
+LOCUST_PORT ?= 8089
 BENCH_ENGINES  ?= onnxruntime,pytorch,triton
 BENCH_USERS    ?= 8
 BENCH_DURATION ?= 10
@@ -37,7 +40,7 @@ BENCH_DURATION ?= 10
 BENCH_SCRIPTS += $(PY) -m loadtest.bench --engines $(BENCH_ENGINES) --users $(BENCH_USERS) \
 	--duration $(BENCH_DURATION) --variant $(VARIANT) --meter '$(METER)' --country $(COUNTRY) --no-progress;
 
-.PHONY: load bench-load
+.PHONY: load bench-load locust
 # RUNTIME=docker: the same run inside the compose services (server container + `load` service).
 ifeq ($(RUNTIME),docker)
 load: docker-load
@@ -56,3 +59,9 @@ endif
 bench-load: $(STAMP) ## energy per 1k requests + throughput of onnxruntime vs pytorch vs triton at the same load, as ratios (short; BENCH_ENGINES= BENCH_USERS= BENCH_DURATION=)
 	$(PY) -m loadtest.bench --engines $(BENCH_ENGINES) --users $(BENCH_USERS) --duration $(BENCH_DURATION) \
 		--variant $(VARIANT) --meter '$(METER)' --country $(COUNTRY)
+
+# Exploring, not measuring (docs/loadtest.md): the Locust web UI with its Energy tab on
+# 127.0.0.1:LOCUST_PORT against ENGINE's server; LOCUST_ARGS go to Locust (e.g. --headless -u 4 -t 30s).
+locust: $(STAMP) ## Locust web UI on 127.0.0.1:8089 against ENGINE's server + power sidecar, Energy tab (LOCUST_ARGS=, LOCUST_PORT=; Ctrl-C stops)
+	$(PY) -m loadtest.explore --engine $(ENGINE) --variant $(VARIANT) $(if $(FORMAT),--format $(FORMAT)) \
+		--meter '$(METER)' --web-port $(LOCUST_PORT) $(LOCUST_ARGS)

@@ -86,7 +86,9 @@ def test_closed_loop_run_writes_complete_summary(artifacts_root, tmp_path):
     inf = rep["energy"]["inference"]
     assert s["energy_per_1k_wh"]["gross"] == pytest.approx(
         inf["gross_j"] / s["requests"]["ok"] * 1000 / 3600, rel=1e-9)
-    assert inf["idle_w"] == pytest.approx(rep["energy"]["idle"]["gross_j"] / rep["energy"]["idle"]["duration_s"])
+    idle = rep["energy"]["idle"]  # the baseline is power over the time samples covered, per device
+    assert inf["idle_w"] == pytest.approx(sum(idle["per_device_j"][d] / idle["per_device_covered_s"][d]
+                                              for d in idle["per_device_j"]))
     assert s["load"]["users"] == 4 and s["load"]["model"] == "closed"
     assert s["served"]["n_scored"] == s["requests"]["ok"]
     names = {m for m in rep["marks"]}

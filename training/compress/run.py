@@ -62,16 +62,17 @@ def _one_line(e: BaseException) -> str:
 def check_inputs(parent: str, method: str, artifacts_dir: str | os.PathLike = "artifacts",
                  results_dir: str | os.PathLike = "results", need_trained: bool = True) -> CompressPaths:
     """Validate the method and the parent before anything is measured; one-line errors."""
-    from training.config import ConfigError, split_compressed
+    from training.config import ConfigError, split_compressed, split_variant
 
     spec = parse_method(method)
     try:
         _, inner = split_compressed(parent)
+        if inner is not None:
+            raise CompressError(f"parent {parent!r} is itself compressed; compress a trained variant "
+                                f"(v0, v2+v8, …), e.g. --variant v0 --method {spec.text}")
+        split_variant(parent)  # an unknown parent name: one line listing the valid ones
     except ConfigError as e:
-        raise CompressError(str(e)) from None
-    if inner is not None:
-        raise CompressError(f"parent {parent!r} is itself compressed; compress a trained variant "
-                            f"(v0, v2+v8, …), e.g. --variant v0 --method {spec.text}")
+        raise CompressError(f"parent: {e}") from None
     paths = CompressPaths(parent, spec, Path(results_dir), Path(artifacts_dir))
     if need_trained and not (paths.parent_model_dir / "config.json").exists():
         raise CompressError(f"parent {parent} is not trained: {paths.parent_model_dir} is missing; "

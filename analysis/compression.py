@@ -260,7 +260,11 @@ def section(b, agg, an: dict[str, Any], opts) -> None:
     else:
         brows = []
         for r in be:
-            if r["requests"] is None:
+            if r["method_family"] == "magnitude":
+                # zeros are multiplied like any weight: no break-even is claimed from noise
+                verdict = ("none expected: dense kernels do not skip zeros (FLOPs unchanged), so the measured "
+                           f"{'saving' if r['saving_wh_per_1k'] > 0 else 'difference'} is not due to the sparsity")
+            elif r["requests"] is None:
                 verdict = "never (not cheaper per request)"
             elif not r["significant"]:
                 verdict = f"{fmt(r['requests'])} requests — saving within noise (CIs overlap or n=1)"

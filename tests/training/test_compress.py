@@ -254,3 +254,10 @@ def test_report_has_the_compression_section(parent):
     assert "v0@magnitude-50" in body and "Break-even" in body and "dense kernels" in body
     agg = json.loads((parent / "results" / "aggregated_metrics.json").read_text())
     assert agg["compress"]["v0@magnitude-50"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_compressed_names_survive_the_aggregate_canonical_form():
+    from analysis.aggregate import canonical_variant
+
+    assert canonical_variant("v0_baseline@qat") == "v0@qat"
+    assert canonical_variant("v2_lora_peft+v8@magnitude-50") == "v2+v8@magnitude-50"

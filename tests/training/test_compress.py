@@ -261,3 +261,28 @@ def test_compressed_names_survive_the_aggregate_canonical_form():
 
     assert canonical_variant("v0_baseline@qat") == "v0@qat"
     assert canonical_variant("v2_lora_peft+v8@magnitude-50") == "v2+v8@magnitude-50"
+
+
+def test_sweep_can_compress_and_serve_the_compressed_variant(tmp_path):
+    from analysis.sweep import SearchSpace, SpaceError, compress_command, load_command, load_space, sample
+
+    base = SearchSpace(base_variant="v0", overlays=["v1", "v2"], max_overlays=1,
+                       set={"data.tiny_max_length": [64, 128]}, max_steps=2, source="test")
+    with_c = SearchSpace(**{**base.__dict__, "compress": ["none", "structured-25", "magnitude-50"]})
+    plain, comp = sample(base, 6, 0), sample(with_c, 6, 0)
+    for a, b in zip(plain, comp, strict=True):  # the compression draw never shifts the others
+        assert (a.variant, a.set) == (b.variant, b.set)
+        if b.compress is None:
+            assert a.run_id == b.run_id
+    chosen = [s for s in comp if s.compress]
+    assert chosen
+    s = chosen[0]
+    assert s.served_variant == f"{s.variant}@{s.compress}"
+    cmd = compress_command(s, tmp_path)
+    assert cmd[1:3] == ["-m", "training.compress"] and s.compress in cmd
+    load = load_command(s, tmp_path, with_c)
+    assert load[load.index("--variant") + 1] == s.served_variant
+    bad = tmp_path / "space.yaml"
+    bad.write_text("compress: [magnitude-120]\n")
+    with pytest.raises(SpaceError, match=r"compress: .*\(0, 100\)"):
+        load_space(bad)

@@ -264,7 +264,14 @@ def test_compressed_names_survive_the_aggregate_canonical_form():
 
 
 def test_sweep_can_compress_and_serve_the_compressed_variant(tmp_path):
-    from analysis.sweep import SearchSpace, SpaceError, compress_command, load_command, load_space, sample
+    from analysis.sweep import (
+        SearchSpace,
+        SpaceError,
+        compress_command,
+        load_command,
+        load_space,
+        sample,
+    )
 
     base = SearchSpace(base_variant="v0", overlays=["v1", "v2"], max_overlays=1,
                        set={"data.tiny_max_length": [64, 128]}, max_steps=2, source="test")

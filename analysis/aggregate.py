@@ -125,7 +125,11 @@ _VARIANT_ALIAS = re.compile(r"^(v\d+)(?:[_-].*)?$")
 
 
 def canonical_variant(name: str) -> str:
-    """``"v2_lora_peft+v7_f16"`` → ``"v2+v7"``; names that are not ``v<N>…`` stay as they are."""
+    """``"v2_lora_peft+v7_f16"`` → ``"v2+v7"``; names that are not ``v<N>…`` stay as they are;
+    a compressed variant keeps its method: ``"v0_baseline@qat"`` → ``"v0@qat"``."""
+    if "@" in str(name):
+        parent, _, method = str(name).partition("@")
+        return f"{canonical_variant(parent)}@{method}"
     parts = []
     for p in str(name).split("+"):
         m = _VARIANT_ALIAS.match(p.strip())
@@ -576,7 +580,12 @@ def aggregate(results_dir: str | os.PathLike = "results", write: bool = True) ->
     results_dir = Path(results_dir)
     train, p1 = collect_train(results_dir)
     load, p2 = collect_load(results_dir)
-    failed = failed_table(train, load, p1 + p2)
+    # -- compression study (analysis/compression.py) --
+    from analysis import compression
+
+    comp, p3 = compression.collect(results_dir)
+    # -- end compression --
+    failed = failed_table(train, load, p1 + p2 + p3)
     train_s = summarise_train(train)
     serve_s = summarise_serve(load)
     metrics = {
@@ -586,6 +595,7 @@ def aggregate(results_dir: str | os.PathLike = "results", write: bool = True) ->
         "ci_note": CI_NOTE,
         "train": train_s,
         "serve": serve_s,
+        "compress": compression.summarise(comp),  # compression study
         "failed": failed.to_dict(orient="records"),
         "superseded": {
             "train": int((train["note"].str.startswith("superseded")).sum()) if not train.empty else 0,
@@ -601,6 +611,7 @@ def aggregate(results_dir: str | os.PathLike = "results", write: bool = True) ->
         agg.written += write_table_atomic(
             _long_table(serve_s, SETTING_COLUMNS), tables / "serve_summary.csv")
         agg.written += write_table_atomic(failed, tables / "failed.csv")
+        agg.written += write_table_atomic(comp, tables / "compress_runs.csv")  # compression study
         agg.written.append(write_json_atomic(results_dir / "aggregated_metrics.json", metrics))
     return agg
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import pandas as pd
 
+from analysis import compression, plots, stacking, tradeoffs
 from analysis import lifecycle as lc
-from analysis import plots, stacking, tradeoffs
 from analysis.aggregate import STAGES, Aggregate, aggregate
 from analysis.io import write_bytes_atomic, write_json_atomic, write_table_atomic, write_text_atomic
 
@@ -39,6 +39,7 @@ SECTION_IDS = (
     "stacking",
     "lifecycle",
     "findings",
+    "compression",
     "sweep",
     "failed",
     "methods",
@@ -673,6 +674,7 @@ SECTIONS: tuple[tuple[str, str, Callable], ...] = (
     ("stacking", "Do savings stack?", sec_stacking),
     ("lifecycle", "Lifecycle projection: a year of serving", sec_lifecycle),
     ("findings", "SLO-constrained choice and key findings", sec_findings),
+    ("compression", "Compression: size, accuracy, energy and break-even", compression.section),
     ("sweep", "Random search (sweep)", sec_sweep),
     ("failed", "Failed and incomplete runs", sec_failed),
     ("methods", "Methods and honesty note", sec_methods),

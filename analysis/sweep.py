@@ -42,7 +42,7 @@ import yaml
 from analysis.io import as_float, get_path, read_json, write_json_atomic, write_table_atomic
 from analysis.tradeoffs import Point, key_findings
 
-SPACE_KEYS = {"base_variant", "overlays", "set", "fixed", "max_steps", "train_args", "serve"}
+SPACE_KEYS = {"base_variant", "overlays", "set", "fixed", "max_steps", "train_args", "serve", "compress"}
 OVERLAY_KEYS = {"choices", "min", "max"}
 SERVE_KEYS = {"engine", "duration_s", "warmup_s", "idle_s", "max_items"}
 DEFAULT_SPACE = Path(__file__).with_name("search_space.yaml")
@@ -67,6 +67,9 @@ class SearchSpace:
     train_args: list[str] = field(default_factory=list)
     serve: dict[str, Any] = field(default_factory=lambda: {"engine": "onnxruntime", "duration_s": 5,
                                                            "warmup_s": 2, "idle_s": 2, "max_items": 32})
+    # compression methods to choose from after training ("none" = serve the trained model);
+    # a chosen method runs `python -m training.compress` and the run serves <variant>@<method>
+    compress: list[str] = field(default_factory=list)
     source: str = ""
 
 
@@ -116,6 +119,18 @@ def load_space(path: str | os.PathLike) -> SearchSpace:
         raise SpaceError(f"{path}: unknown serve key(s) {sorted(set(serve) - SERVE_KEYS)}; allowed: "
                          f"{sorted(SERVE_KEYS)}")
     sp.serve = {**sp.serve, **serve}
+    comp = raw.get("compress", []) or []
+    if not isinstance(comp, list):
+        raise SpaceError(f"{path}: 'compress' must be a list of methods (or none), got {comp!r}")
+    from training.compress.base import CompressError, parse_method
+
+    for m in comp:
+        if str(m) != "none":
+            try:
+                parse_method(str(m))
+            except CompressError as e:
+                raise SpaceError(f"{path}: compress: {e}") from None
+    sp.compress = [str(m) for m in comp]
     return sp
 
 
@@ -150,10 +165,17 @@ class RunSpec:
     overridden_by_overlay: list[str]
     max_steps: int
     run_id: str = ""
+    compress: str | None = None  # a compression method applied after training (served as variant@method)
+
+    @property
+    def served_variant(self) -> str:
+        return f"{self.variant}@{self.compress}" if self.compress else self.variant
 
     def params_hash(self) -> str:
-        blob = json.dumps({"variant": self.variant, "set": self.set, "max_steps": self.max_steps},
-                          sort_keys=True, default=str)
+        key: dict[str, Any] = {"variant": self.variant, "set": self.set, "max_steps": self.max_steps}
+        if self.compress:  # only when used, so the ids of runs without compression never change
+            key["compress"] = self.compress
+        blob = json.dumps(key, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
@@ -172,8 +194,10 @@ def sample(space: SearchSpace, n: int, seed: int, variants_dir: Path = VARIANTS_
         dropped = sorted(k for k in values if k in taken)
         values = {k: v for k, v in values.items() if k not in taken}
         variant = "+".join(chosen) if chosen else space.base_variant
+        method = rng.choice(space.compress) if space.compress else None  # drawn last: earlier draws keep
         spec = RunSpec(index=i, seed=seed, variant=variant, overlays=chosen, set=values,
-                       overridden_by_overlay=dropped, max_steps=space.max_steps)
+                       overridden_by_overlay=dropped, max_steps=space.max_steps,
+                       compress=None if method in (None, "none") else method)
         spec.run_id = f"s{seed}-{i:03d}-{spec.params_hash()}"
         specs.append(spec)
     return specs
@@ -202,13 +226,21 @@ def load_command(spec: RunSpec, run_dir: Path, space: SearchSpace, python: str =
                  meter: str | None = None) -> list[str]:
     """The ``python -m loadtest.run`` command line (serve + load) of one run."""
     s = space.serve
-    cmd = [python, "-m", "loadtest.run", "--engine", str(s["engine"]), "--variant", spec.variant,
+    cmd = [python, "-m", "loadtest.run", "--engine", str(s["engine"]), "--variant", spec.served_variant,
            "--duration", str(s["duration_s"]), "--warmup", str(s["warmup_s"]), "--idle", str(s["idle_s"]),
            "--max-items", str(s["max_items"]), "--artifacts-dir", str(run_dir / "artifacts"),
            "--results-dir", str(run_dir / "load"), "--run-id", spec.run_id, "--no-progress"]
     if meter:
         cmd += ["--meter", meter]
     return cmd
+
+
+def compress_command(spec: RunSpec, run_dir: Path, python: str = sys.executable,
+                     meter: str | None = None) -> list[str]:
+    """The ``python -m training.compress`` command line of a run that compresses its model."""
+    cmd = [python, "-m", "training.compress", "--variant", spec.variant, "--method", str(spec.compress),
+           "--results-dir", str(run_dir), "--artifacts-dir", str(run_dir / "artifacts"), "--idle-s", "0"]
+    return cmd + (["--meter", meter] if meter else [])
 
 
 # A runner executes one command, logging to ``log_path`` and, when ``power_csv`` is given,
@@ -296,7 +328,8 @@ def is_done(run_dir: Path, spec: RunSpec, retry_failed: bool = False) -> bool:
         d, p = read_json(done), read_json(params)
     except (OSError, ValueError):
         return False
-    if p.get("run_id") != spec.run_id or p.get("variant") != spec.variant or p.get("set") != spec.set:
+    if p.get("run_id") != spec.run_id or p.get("variant") != spec.variant or p.get("set") != spec.set \
+            or p.get("compress") != spec.compress:
         return False
     return not (retry_failed and d.get("status") != "ok")
 
@@ -309,6 +342,8 @@ def run_one(spec: RunSpec, out_dir: Path, space: SearchSpace, runner: Runner, se
         shutil.rmtree(run_dir)  # an interrupted run: start it again from nothing
     run_dir.mkdir(parents=True)
     cmds = [train_command(spec, run_dir, space, python, meter)]
+    if spec.compress:
+        cmds.append(compress_command(spec, run_dir, python, meter))
     if serve:
         cmds.append(load_command(spec, run_dir, space, python, meter))
     write_json_atomic(run_dir / "params.json", params_of(spec, space, cmds))
@@ -324,9 +359,15 @@ def run_one(spec: RunSpec, out_dir: Path, space: SearchSpace, runner: Runner, se
             status, reason = "failed", r.get("failure_reason") or "training reported status failed"
         elif rc != 0:
             status, reason = "failed", f"training exited {rc}"
+    if spec.compress and status == "ok":
+        crc = runner(cmds[1], run_dir / "compress.log", None)  # measures its own energy window
+        cres = find_result(run_dir, "compress", "result.json")
+        if cres is None or read_json(cres).get("status") != "ok":
+            status, reason = "failed", (read_json(cres).get("failure_reason") if cres else None) \
+                or f"compression exited {crc} (see compress.log)"
     load_rc = None
     if serve and status == "ok":
-        load_rc = runner(cmds[1], run_dir / "load.log", None)  # loadtest runs its own sidecar
+        load_rc = runner(cmds[-1], run_dir / "load.log", None)  # loadtest runs its own sidecar
         if find_result(run_dir, "load", "summary.json") is None:
             reason = f"load test exited {load_rc} without a summary.json (see load.log)"
     done = {"run_id": spec.run_id, "status": status, "failure_reason": reason, "returncode": rc,
@@ -354,6 +395,12 @@ def row_of(run_dir: Path) -> dict[str, Any] | None:
     row["energy_kind"] = r.get("energy_kind")
     src = r.get("energy_source")
     row["energy_source"] = get_path(r, "energy_source.training") if isinstance(src, dict) else src
+    if p.get("compress"):  # the compressed model's figures (the energy is the compression step's own)
+        cres = find_result(run_dir, "compress", "result.json")
+        c = read_json(cres) if cres else {}
+        row["compress"] = p["compress"]
+        for k in ("energy_kwh.compress", "accuracy", "f1", "mcc", "size_mb", "sparsity", "flops_per_request"):
+            row[f"compress.{k}"] = as_float(get_path(c, k))
     ld = find_result(run_dir, "load", "summary.json")
     lr = read_json(ld) if ld else {}
     for k in ("energy_per_1k_wh.gross", "latency_ms.p99", "served.f1", "throughput_rps"):

@@ -23,12 +23,12 @@ ifeq ($(RUNTIME),docker)
 export: docker-export
 else
 export: $(STAMP) ## export a trained variant: VARIANT= FORMAT=onnx|onnx-int8|pytorch|tensorrt|all (trains first if missing)
-	@test -f $(TRAINED_MODEL) || $(MAKE) --no-print-directory train VARIANT=$(VARIANT)
+	@test -f $(TRAINED_MODEL) || $(MAKE) --no-print-directory $(BUILD_MODEL)
 	$(PY) -m serving.export --variant $(VARIANT) --format $(EXPORT_FMT) --artifacts-dir $(ARTIFACTS) \
 		--meter $(METER) $(if $(DATA),--data $(DATA)) $(EXPORT_ARGS)
 endif
 
 triton-repo: $(STAMP) ## generate the Triton model repository artifacts/<VARIANT>/triton (TRITON_BACKEND=onnxruntime|tensorrt|python-onnxruntime TRITON_KIND=gpu|cpu)
-	@test -f $(TRAINED_MODEL) || $(MAKE) --no-print-directory train VARIANT=$(VARIANT)
+	@test -f $(TRAINED_MODEL) || $(MAKE) --no-print-directory $(BUILD_MODEL)
 	$(PY) -m serving.triton_repo --variant $(VARIANT) --artifacts-dir $(ARTIFACTS) \
 		--backend $(TRITON_BACKEND) --kind $(TRITON_KIND) $(TRITON_REPO_ARGS)

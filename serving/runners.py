@@ -260,6 +260,11 @@ class TorchRunner(_Tokenising):
         self.model = AutoModelForSequenceClassification.from_pretrained(
             str(model_dir), use_safetensors=True, dtype=dtypes[dtype]
         )
+        # A compressed artifact may ask for a load-time transform (ptq-dynamic: int8 Linear).
+        from training.compress.base import apply_serving_transform, read_compression
+
+        self.compression = (read_compression(model_dir) or {}).get("method")
+        self.model = apply_serving_transform(self.model, model_dir, device=device, dtype=dtype)
         self.model.to(device).eval()
         self.model_dir, self.device, self.dtype = model_dir, device, dtype
         self._torch = torch
@@ -283,6 +288,7 @@ class TorchRunner(_Tokenising):
             "model_path": str(self.model_dir),
             "device": self.device,
             "dtype": self.dtype,
+            "compression": self.compression,
             "intra_op_threads": torch.get_num_threads(),
             "inter_op_threads": torch.get_num_interop_threads(),
             "max_length": self.max_length,

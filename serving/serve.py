@@ -95,7 +95,15 @@ def ensure_artifacts(engine, settings: EngineSettings) -> None:
         return
     artifacts = ["--artifacts-dir", str(settings.root)]
     if not (settings.model_dir() / "config.json").exists():
-        _run([sys.executable, "-m", "training.train", "--variant", settings.variant, *artifacts])
+        from training.config import split_compressed
+
+        parent, method = split_compressed(settings.variant)
+        if method is not None:  # <parent>@<method>: train the parent if needed, then compress it
+            if not (settings.root / parent / "model" / "config.json").exists():
+                _run([sys.executable, "-m", "training.train", "--variant", parent, *artifacts])
+            _run([sys.executable, "-m", "training.compress", "--variant", parent, "--method", method, *artifacts])
+        else:
+            _run([sys.executable, "-m", "training.train", "--variant", settings.variant, *artifacts])
     needed = Path(engine.artifact_path(settings))  # the pytorch engine may now serve model/
     if needed.exists():
         return

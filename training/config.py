@@ -361,8 +361,37 @@ def alias_table(variants: dict[str, VariantInfo]) -> dict[str, str]:
     return table
 
 
+# A compressed variant is ``<parent>@<method>`` (``v0@magnitude-50``): the parent's trained
+# artifact turned into a new one by ``python -m training.compress`` (never trained itself).
+COMPRESSED_SEP = "@"
+
+
+def split_compressed(variant: str) -> tuple[str, str | None]:
+    """``"v0@magnitude-50"`` → ``("v0", "magnitude-50")``; ``"v2+v8"`` → ``("v2+v8", None)``.
+
+    The method is checked by :func:`training.compress.base.parse_method`; here only the shape
+    (one ``@``, both sides non-empty) is.
+    """
+    if COMPRESSED_SEP not in variant:
+        return variant, None
+    parent, _, method = variant.partition(COMPRESSED_SEP)
+    if not parent.strip() or not method.strip() or COMPRESSED_SEP in method:
+        raise ConfigError(
+            f"variant {variant!r}: a compressed variant is <parent>@<method> with one '@', "
+            f"e.g. v0@magnitude-50"
+        )
+    return parent.strip(), method.strip()
+
+
 def split_variant(variant: str, variants: dict[str, VariantInfo] | None = None) -> list[str]:
     """``"v2+v7_f16+v8"`` → canonical names ``["v2", "v7", "v8"]``; unknown → ConfigError."""
+    parent, method = split_compressed(variant)
+    if method is not None:
+        raise ConfigError(
+            f"variant {variant!r} is a compressed variant, built from a trained {parent} rather than "
+            f"trained: make compress VARIANT={parent} METHOD={method} "
+            f"(python -m training.compress --variant {parent} --method {method})"
+        )
     variants = variants if variants is not None else discover_variants()
     table = alias_table(variants)
     parts = [p.strip() for p in variant.split("+")]
@@ -443,3 +472,12 @@ def describe_overlay(overlay: dict[str, Any]) -> str:
         else:
             parts.append(f"{section}={keys}")
     return ", ".join(parts) or "(nothing: the baseline)"
+
+
+def from_dict(values: dict[str, Any], source: str) -> Config:
+    """A :class:`Config` from a resolved ``cfg.to_dict()`` (e.g. a result.json's ``config``),
+    validated like a YAML overlay; ``source`` names where it came from in errors."""
+    cfg = Config()
+    _apply(cfg, values, source)
+    _check_ranges(cfg, source)
+    return cfg

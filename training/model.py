@@ -183,18 +183,30 @@ def prune_layers(model, n: int, side: str = "top"):
     local/global attention comes from ``config.layer_types``; after dropping bottom layers the
     new first layer's pre-norm is replaced by the identity, as ``from_pretrained`` would build it.
     """
-    import torch.nn as nn
 
     if side not in ("top", "bottom"):
         raise ValueError(f"pruning side {side!r}; valid: top, bottom")
     base = getattr(model, "model", model)
-    layers = base.layers
-    total = len(layers)
+    total = len(base.layers)
     if n <= 0:
         return model
     if n >= total:
         raise ValueError(f"cannot drop {n} of {total} encoder layers; at most {total - 1}")
     keep = list(range(total - n)) if side == "top" else list(range(n, total))
+    return select_layers(model, keep)
+
+
+def select_layers(model, keep: list[int]):
+    """Keep only the encoder layers at indices ``keep`` (ascending) of a ModernBERT model, in
+    place, with the config kept consistent (see :func:`prune_layers`; also used to initialise a
+    distillation student from its teacher's layers)."""
+    import torch.nn as nn
+
+    base = getattr(model, "model", model)
+    layers = base.layers
+    total = len(layers)
+    if not keep or sorted(set(keep)) != list(keep) or keep[0] < 0 or keep[-1] >= total:
+        raise ValueError(f"layers to keep must be ascending indices in 0..{total - 1}, got {keep}")
     base.layers = nn.ModuleList([layers[i] for i in keep])
     cfg = model.config
     if getattr(cfg, "layer_types", None):
@@ -204,7 +216,7 @@ def prune_layers(model, n: int, side: str = "top"):
         layer.layer_idx = new_idx
         if hasattr(layer, "attn"):
             layer.attn.layer_idx = new_idx
-    if side == "bottom" and hasattr(base.layers[0], "attn_norm"):
+    if keep[0] != 0 and hasattr(base.layers[0], "attn_norm"):
         base.layers[0].attn_norm = nn.Identity()
     return model
 

@@ -473,11 +473,14 @@ def prepare_checkpoint_dir(ckpt_dir: Path, cfg: Config, seed: int, new_run_id: s
 # -- system stage ------------------------------------------------------------------------------
 
 
-def save_artifact_atomically(model, tokenizer, out_dir: Path, split: dict[str, Any] | None = None) -> Path:
+def save_artifact_atomically(model, tokenizer, out_dir: Path, split: dict[str, Any] | None = None,
+                             extra_json: dict[str, Any] | None = None) -> Path:
     """Write the artifact to a sibling temp dir, then swap it in: a reader never sees half a model.
 
     ``split`` (data path, split seed, fractions, paired) is saved as ``split.json`` beside the
     weights, so later stages evaluate and load-test on exactly this model's held-out split.
+    ``extra_json`` (``{file name: object}``) adds more JSON files to the same atomic swap (a
+    compressed artifact's ``compression.json``).
     """
     from training.model import save_artifact
 
@@ -488,6 +491,8 @@ def save_artifact_atomically(model, tokenizer, out_dir: Path, split: dict[str, A
     save_artifact(model, tokenizer, tmp)
     if split is not None:
         write_json_atomic(tmp / SPLIT_FILE, split)
+    for name, obj in (extra_json or {}).items():
+        write_json_atomic(tmp / name, obj)
     if out_dir.exists():
         os.replace(out_dir, old)
     os.replace(tmp, out_dir)

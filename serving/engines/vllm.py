@@ -129,6 +129,12 @@ class Engine:
         fmt = settings.format or self.default_format
         if fmt not in self.formats:
             raise ValueError(f"engine vllm serves the HF directory only; format {fmt!r} not in {list(self.formats)}")
+        from training.compress.base import read_compression
+
+        if ((read_compression(settings.model_dir()) or {}).get("serving") or {}).get("pytorch"):
+            # vLLM would load the float weights and report a saving it did not serve
+            raise ValueError(f"{settings.variant} is PyTorch dynamic int8 for the pytorch engine; vLLM would serve "
+                             f"its float weights: use ENGINE=pytorch")
         if find_vllm() is None:
             raise EngineUnavailable(
                 "vLLM is not installed here (GPU-only, own environment: run the docker/vllm image or "

@@ -84,6 +84,11 @@ def run_export(
             f"{ctx.model_dir} is missing: train first (`make train VARIANT={variant}` or "
             f"`python -m training.train --variant {variant}`)"
         )
+    from training.compress.base import export_refusal
+
+    refusal = export_refusal(ctx.model_dir, fmt)  # e.g. ptq-dynamic is a pytorch-engine artifact
+    if refusal:
+        raise ExportUnavailable(refusal)
     module = format_module(fmt)
     if hasattr(module, "validate_options"):
         module.validate_options(ctx.options)

@@ -33,6 +33,7 @@ TOKENIZER_FILES = (
     "merges.txt",
     "vocab.txt",
     "config.json",
+    "compression.json",  # a compressed artifact's record (training.compress): how engines load it
 )
 EXPORT_JSON = "export.json"
 

@@ -5,6 +5,11 @@ fly per batch, so no calibration data is needed. The fp32 ONNX export is built f
 is missing. ``quant_pre_process`` (symbolic shape inference + ORT optimisation) runs first as
 ONNX Runtime recommends; if it fails on a graph, quantisation proceeds on the plain file and the
 reason is recorded.
+
+A quantisation-aware-trained artifact (``<variant>@qat``, ``compression.json`` method ``qat``)
+is quantised statically instead: ``quantize_static`` in QDQ format with the scheme it was
+fine-tuned under (uint8 per-tensor activations, int8 per-channel weights), activation ranges
+calibrated (MinMax) on texts of its own training split, so ONNX Runtime runs it in int8.
 """
 
 from __future__ import annotations
@@ -61,20 +66,68 @@ def build(ctx: ExportContext) -> dict[str, Any]:
         except Exception as e:  # a graph the pre-processor cannot handle still quantises
             qsrc = src
             info["pre_process"] = f"skipped: {type(e).__name__}: {str(e)[:200]}"
-        quantize_dynamic(
-            str(qsrc), str(out / "model.onnx"),
-            weight_type=QuantType.QInt8 if opts["weight_type"] == "qint8" else QuantType.QUInt8,
-            per_channel=bool(opts["per_channel"]),
-            op_types_to_quantize=list(opts["op_types"]),
-        )
+        from training.compress.base import is_qat
+
+        if is_qat(ctx.model_dir):
+            info.update(quantize_qdq(ctx, qsrc, out / "model.onnx", opts))
+        else:
+            quantize_dynamic(
+                str(qsrc), str(out / "model.onnx"),
+                weight_type=QuantType.QInt8 if opts["weight_type"] == "qint8" else QuantType.QUInt8,
+                per_channel=bool(opts["per_channel"]),
+                op_types_to_quantize=list(opts["op_types"]),
+            )
     onnx.checker.check_model(str(out / "model.onnx"))
     m = onnx.load(str(out / "model.onnx"), load_external_data=False)
     info["quantized_nodes"] = sum(1 for n in m.graph.node if n.op_type in
-                                  ("MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"))
+                                  ("MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul",
+                                   "QuantizeLinear"))
     info["fp32_size_bytes"] = src.stat().st_size
     info["tokenizer_files"] = copy_tokenizer(ctx.model_dir, out)
     info["model_file"] = "model.onnx"
     return info
+
+
+CALIBRATION_N = 32  # training texts whose activations set the QDQ ranges
+
+
+def quantize_qdq(ctx: ExportContext, src: Path, dst: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """Static QDQ quantisation of a QAT model (see the module docstring); returns details."""
+    import numpy as np
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from transformers import AutoTokenizer
+
+    from training.data import load_split_for_artifact
+
+    texts = [str(t) for t in load_split_for_artifact("train", ctx.model_dir)["text"].iloc[:CALIBRATION_N]]
+    tok = AutoTokenizer.from_pretrained(str(ctx.model_dir))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.rows = iter(texts)
+
+        def get_next(self):
+            t = next(self.rows, None)
+            if t is None:
+                return None
+            enc = tok([t], truncation=True, max_length=ctx.max_length, return_tensors="np")
+            return {"input_ids": enc["input_ids"].astype(np.int64),
+                    "attention_mask": enc["attention_mask"].astype(np.int64)}
+
+    quantize_static(
+        str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        op_types_to_quantize=list(opts["op_types"]), calibrate_method=CalibrationMethod.MinMax,
+    )
+    return {"method": "onnxruntime.quantization.quantize_static (QDQ) of a quantisation-aware-trained model",
+            "activation_type": "quint8 per-tensor", "weight_type": "qint8", "per_channel": True,
+            "calibration": f"MinMax over {len(texts)} texts of the artifact's training split"}
 
 
 def predictor(ctx: ExportContext):

@@ -1,0 +1,5 @@
+import sys
+
+from training.compress.run import main
+
+sys.exit(main())

@@ -95,7 +95,7 @@ def break_even(compress: dict[str, dict[str, Any]], serve: dict[str, dict[str, A
                 continue
             par = next((p for p in serve.values() if p.get("variant") == c.get("parent")
                         and p.get("engine") == e.get("engine") and p.get("format") == e.get("format")
-                        and p.get("load") == e.get("load")), None)
+                        and p.get("load") == e.get("load") and p.get("meter") == e.get("meter")), None)
             if par is None:
                 continue
             s_c, ci_c = _mean_ci(e, metric)
@@ -234,17 +234,17 @@ def section(b, agg, an: dict[str, Any], opts) -> None:
     b.table(["variant", "size MB", "parent MB", "gzip MB", "params", "non-zero", "sparsity", "MFLOP/req",
              "parent MFLOP/req", "accuracy", "parent acc.", "F1", "MCC", "compress Wh", "compress s",
              "energy (kind · meter)"], rows)
-    b.figure(figure(comp, agg.serve, opts.serve_energy_metric, label),
+    b.figure(figure(comp, agg.serve, an.get("serve_metric", opts.serve_energy_metric), label),
              "Compression trade-offs: size, accuracy, the compression step's energy and served energy per 1k")
 
     b.raw("<h3>Key findings</h3>", "### Key findings")
     f = findings(comp)
     frows = []
-    for name, k in (("best accuracy", "best_f1"), ("smallest", "lowest_energy"),
+    for name, k in (("best accuracy", "best_accuracy"), ("smallest", "lowest_energy"),
                     ("best size–accuracy trade-off", "best_tradeoff")):
         p = f.get(k)
         if p:
-            frows.append([name, p["id"], fmt(p["energy"]), fmt(p["f1"])])
+            frows.append([name, p["id"], fmt(p["energy"]), fmt(p["accuracy"])])
     if frows:
         b.table(["finding", "which", "size MB", "accuracy"], frows)
         b.p("Best trade-off: the size–accuracy Pareto point nearest the ideal corner (smallest, most accurate) "
@@ -252,7 +252,7 @@ def section(b, agg, an: dict[str, Any], opts) -> None:
 
     b.raw("<h3>Break-even: when does the compression pay for itself?</h3>",
           "### Break-even: when does the compression pay for itself?")
-    be = break_even(comp, agg.serve, opts.serve_energy_metric)
+    be = break_even(comp, agg.serve, an.get("serve_metric", opts.serve_energy_metric))
     if not be:
         b.note("No break-even point: it needs a load run of a compressed variant and of its parent on the same "
                "engine, format and load setting (e.g. `make load ENGINE=onnxruntime VARIANT=v0` and "
@@ -276,7 +276,7 @@ def section(b, agg, an: dict[str, Any], opts) -> None:
         b.table(["variant", "served as", "compress Wh", "parent Wh/1k", "compressed Wh/1k", "saving Wh/1k",
                  "break-even", "energy (kind · meter)"], brows)
         b.p("Break-even requests = 1000 × compression energy [Wh] ÷ (parent − compressed) Wh per 1k requests, "
-            f"both from the same meter family ({opts.serve_energy_metric}).")
+            f"both from the same meter family ({an.get('serve_metric', opts.serve_energy_metric)}).")
 
     b.raw("<h3>What each method does to serving cost here</h3>", "### What each method does to serving cost here")
     fam_rows = sorted({(c.get("method_family") or "?", c.get("serving_note") or "") for c in comp.values()})

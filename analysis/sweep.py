@@ -374,14 +374,23 @@ def open_storage(url: str, heartbeat_s: int = 10, grace_s: int | None = None, ma
                          "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (many machines)")
     if heartbeat_s < 1:
         raise SweepError(f"--heartbeat-s must be ≥ 1, got {heartbeat_s}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kw, heartbeat_interval=heartbeat_s,
-                                              grace_period=grace_s or 3 * heartbeat_s,
-                                              heartbeat_stale_trial_callback=RetryStaleTrial(max_retry))
-        except Exception as e:  # sqlalchemy's OperationalError etc.: say which storage and why
-            raise SweepError(f"cannot open storage {url!r}: {e}") from e
+    for attempt in range(5):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=kw, heartbeat_interval=heartbeat_s,
+                                                  grace_period=grace_s or 3 * heartbeat_s,
+                                                  heartbeat_stale_trial_callback=RetryStaleTrial(max_retry))
+            except Exception as e:  # sqlalchemy's OperationalError etc.: say which storage and why
+                # Workers that start together on an empty database race to create Optuna's
+                # tables (PostgreSQL: duplicate key on CREATE TYPE; SQLite: UNIQUE constraint failed
+                # on alembic_version); the loser finds them made.
+                if attempt < 4 and any(m in str(e) for m in ("already exists", "UniqueViolation", "UNIQUE constraint",
+                                                             "duplicate key")):
+                    time.sleep(0.5 + attempt)
+                    continue
+                raise SweepError(f"cannot open storage {_safe_url(url)!r}: {e}") from e
+    raise AssertionError("unreachable")
 
 
 class TrialSeededRandomSampler:
@@ -653,10 +662,10 @@ def run_worker(cfg: SweepConfig, runner: Runner, export: bool = True) -> dict[st
         ran += 1
         if export:
             try:
-                export_study(study, cfg.out_dir)  # after every trial, so a kill loses nothing finished
+                export_study(study, cfg.out_dir, cfg.storage)  # after every trial, so a kill loses nothing finished
             except Exception as e:  # the study is the record; a failed export must not stop it
                 log.warning("could not export %s: %s", cfg.out_dir, e)
-    best = export_study(study, cfg.out_dir) if export else {}
+    best = export_study(study, cfg.out_dir, cfg.storage) if export else {}
     return {**best, "ran": ran, "counts": _trial_counts(study)}
 
 
@@ -687,8 +696,9 @@ def trial_row(t: Any) -> dict[str, Any]:
     return row
 
 
-def export_study(study: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Write ``aggregate.csv`` (every trial) and ``best.json`` (Pareto set = ``study.best_trials``)."""
+def export_study(study: Any, out_dir: str | os.PathLike, storage: str = "") -> dict[str, Any]:
+    """Write ``aggregate.csv`` (every trial) and ``best.json`` (Pareto set = ``study.best_trials``);
+    ``storage`` is the study's URL, recorded without its password."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
@@ -699,7 +709,7 @@ def export_study(study: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
     pareto = sorted(study.best_trials, key=lambda t: (t.values[0], -t.values[1], t.number)) if complete else []
     pts = [Point(t.user_attrs.get("run_id") or f"t{t.number}", t.values[0], t.values[1]) for t in complete]
     kf = key_findings(pts, names[0])
-    best = {"study": study.study_name, "storage": _safe_url(study._storage), "metric_names": names,
+    best = {"study": study.study_name, "storage": _safe_url(storage) if storage else None, "metric_names": names,
             "directions": [d.name.lower() for d in study.directions], "sampler": study.user_attrs.get("sampler"),
             "n_complete": len(complete), "states": _trial_counts(study),
             "pareto": [t.user_attrs.get("run_id") or f"t{t.number}" for t in pareto],
@@ -712,9 +722,8 @@ def export_study(study: Any, out_dir: str | os.PathLike) -> dict[str, Any]:
     return best
 
 
-def _safe_url(storage: Any) -> str:
-    """The storage URL without its password."""
-    url = getattr(storage, "url", str(storage))
+def _safe_url(url: str) -> str:
+    """A storage URL without its password."""
     try:
         import sqlalchemy
 
@@ -883,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(s.run_id, " ".join(train_command(s, out / s.run_id, space, meter=a.meter)))
             return 0
         if a.export_only:
-            _print_best(export_study(open_study(cfg, create=False), out), out)
+            _print_best(export_study(open_study(cfg, create=False), out, cfg.storage), out)
             return 0
     except (SpaceError, SweepError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -899,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.workers > 1:
             open_study(cfg)  # create it once, before the workers race to
             rc = run_workers(argv, a.workers)
-            best = export_study(open_study(cfg), out)
+            best = export_study(open_study(cfg), out, cfg.storage)
             _print_best(best, out)
             return rc
         res = run_worker(cfg, subprocess_runner(a.meter), export=not a.no_export)

@@ -24,7 +24,15 @@ import pandas as pd
 import pytest
 
 from analysis import sweep
-from analysis.sweep import SearchSpace, SpaceError, SweepConfig, SweepError, load_space, run_worker, suggest
+from analysis.sweep import (
+    SearchSpace,
+    SpaceError,
+    SweepConfig,
+    SweepError,
+    load_space,
+    run_worker,
+    suggest,
+)
 
 SPACE = SearchSpace(base_variant="v0", overlays=["v1", "v2", "v7", "v8"], min_overlays=0, max_overlays=2,
                     set={"training.tiny_learning_rate": [1e-4, 5e-4], "data.tiny_max_length": [128, 256]},
@@ -332,12 +340,14 @@ def test_killed_worker_real_training_resumes_to_exactly_n(tmp_path):
                      "fixed: {data.eval_limit: 16}\nmax_steps: 1\n")
     cmd = [sys.executable, "-m", "analysis.sweep", "--n", "1", "--out", str(out), "--space", str(space),
            "--meter", "estimate", "--heartbeat-s", "1", "--grace-s", "2"]
-    w = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+    log = open(tmp_path / "worker.log", "w")
+    w = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     storage = f"sqlite:///{out / 'study.db'}"
     deadline = time.time() + 120
     while time.time() < deadline:  # until the trial is running and training has started
         time.sleep(0.5)
+        if not (out / "study.db").exists():
+            continue
         try:
             st = optuna.load_study(study_name="green-sweep", storage=storage)
             if st.trials and st.trials[0].state.name == "RUNNING" and \
@@ -346,7 +356,8 @@ def test_killed_worker_real_training_resumes_to_exactly_n(tmp_path):
         except (KeyError, Exception):
             continue
     else:
-        pytest.fail("the worker never started a trial")
+        w.kill()
+        pytest.fail(f"the worker never started a trial: {(tmp_path / 'worker.log').read_text()[-3000:]}")
     os.kill(w.pid, signal.SIGKILL)  # the worker only: its training child dies with it (PDEATHSIG)
     w.wait(timeout=30)
     killed = optuna.load_study(study_name="green-sweep", storage=storage).trials[0]

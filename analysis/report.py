@@ -500,12 +500,15 @@ def sec_sweep(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOption
         v = r.get(c)
         return fmt(None if v is None or pd.isna(v) else float(v))
 
+    def _num(v):  # a knob column with gaps is float in pandas: show 128, not 128.0
+        return int(v) if isinstance(v, float) and v.is_integer() else v
+
     def txt(r, c: str) -> str:
         v = r.get(c)
         return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
 
     rows = [[txt(r, "trial"), txt(r, "run_id"), txt(r, "variant"),
-             ", ".join(f"{c[4:]}={r[c]}" for c in set_cols if pd.notna(r[c])), r["state"], val(r, "energy"),
+             ", ".join(f"{c[4:]}={_num(r[c])}" for c in set_cols if pd.notna(r[c])), r["state"], val(r, "energy"),
              val(r, "accuracy"), "yes" if r["run_id"] in pareto else "", txt(r, "host"), txt(r, "failure_reason")]
             for _, r in df.iterrows()]
     b.table(["trial", "run", "variant", "--set values", "state", e_name, a_name, "Pareto", "host", "failure"], rows,

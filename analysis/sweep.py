@@ -483,7 +483,7 @@ def open_study(cfg: SweepConfig, create: bool = True) -> Any:
             study = optuna.load_study(study_name=cfg.study_name, storage=storage,
                                       sampler=make_sampler(cfg.sampler, cfg.seed))
     except (KeyError, ValueError) as e:
-        raise SweepError(f"study {cfg.study_name!r} in {cfg.storage}: {e}") from e
+        raise SweepError(f"study {cfg.study_name!r} in {_safe_url(cfg.storage)}: {e}") from e
     except Exception as e:  # a second worker creating the same study at the same moment
         if type(e).__name__ != "DuplicatedStudyError":
             raise
@@ -491,7 +491,7 @@ def open_study(cfg: SweepConfig, create: bool = True) -> Any:
                                   sampler=make_sampler(cfg.sampler, cfg.seed))
     dirs = [d.name for d in study.directions]
     if dirs != ["MINIMIZE", "MAXIMIZE"]:
-        raise SweepError(f"study {cfg.study_name!r} in {cfg.storage} has directions {dirs}, not "
+        raise SweepError(f"study {cfg.study_name!r} in {_safe_url(cfg.storage)} has directions {dirs}, not "
                          "[MINIMIZE energy, MAXIMIZE accuracy]; pick another --study-name")
     attrs = study.user_attrs
     want = {"space_fingerprint": fp, "serve": cfg.serve, "space": cfg.space.source, "max_steps": cfg.space.max_steps}
@@ -503,7 +503,7 @@ def open_study(cfg: SweepConfig, create: bool = True) -> Any:
     else:
         for k in ("space_fingerprint", "serve", "max_steps"):
             if attrs.get(k) != want[k]:
-                raise SweepError(f"study {cfg.study_name!r} in {cfg.storage} was created with {k}="
+                raise SweepError(f"study {cfg.study_name!r} in {_safe_url(cfg.storage)} was created with {k}="
                                  f"{attrs.get(k)!r}, this run has {want[k]!r}; rerun with the same space and "
                                  "options to continue it, or start a new one with --study-name")
     return study
@@ -580,7 +580,7 @@ def make_objective(cfg: SweepConfig, runner: Runner) -> Callable[[Any], tuple[fl
         for k, v in attrs.items():  # recorded before the run, so a killed trial still says where it was
             trial.set_user_attr(k, v)
         write_json_atomic(run_dir / "params.json", {**params_of(spec, cfg.space, cmds), "study": cfg.study_name,
-                                                    "storage": cfg.storage, "trial": trial.number,
+                                                    "storage": _safe_url(cfg.storage), "trial": trial.number,
                                                     "retry_of": retry_of})
         done = run_one(spec, run_dir, cfg.space, runner, cmds)
         res, summ = find_result(run_dir, "train", "result.json"), find_result(run_dir, "load", "summary.json")

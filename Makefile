@@ -42,12 +42,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PIP) install -q -r requirements-dev.txt
 	@touch $@
 
-# Debian packages some checks use: chromium (the report's headless render) and docker-compose
-# (compose file validation). Installed when missing and we can (root + apt-get); otherwise the
-# tests that need them skip with a reason.
-SYSTEM_DEPS := chromium docker-compose
-system-deps: ## install chromium + docker-compose from Debian when missing (root + apt-get only; else their checks skip)
-	@missing=""; for c in $(SYSTEM_DEPS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+# Debian packages some checks use: chromium (the report's headless render), docker-compose
+# (compose file validation) and postgresql (the sweep's shared-study test starts its own server
+# with initdb/pg_ctl; Debian keeps those in /usr/lib/postgresql/<v>/bin). Installed when missing
+# and we can (root + apt-get); otherwise the tests that need them skip with a reason.
+SYSTEM_DEPS := chromium docker-compose postgresql
+system-deps: ## install chromium + docker-compose + postgresql from Debian when missing (root + apt-get only; else their checks skip)
+	@missing=""; for c in $(SYSTEM_DEPS); do \
+	  case $$c in postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+	    || missing="$$missing $$c";; *) command -v $$c >/dev/null 2>&1 || missing="$$missing $$c";; esac; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing$$missing (apt-get)"; \

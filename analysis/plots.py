@@ -354,12 +354,18 @@ def fig_power_timelines(runs: Sequence[dict[str, Any]], results_dir: Path) -> Fi
     return fig
 
 
-def fig_sweep(pts: Sequence[Point], label: str, metric: str = "energy_kwh.training") -> Figure:
-    """Random-search runs: training energy vs F1 with the Pareto front."""
+def fig_sweep(pts: Sequence[Point], label: str, metric: str = "energy_kwh.training",
+              accuracy: str = "F1 (test split)") -> Figure:
+    """Sweep trials: energy (a kWh metric, or Wh per 1k requests) vs accuracy, with the Pareto front."""
     fig, ax = plt.subplots(figsize=(7.0, 4.4))
-    k, unit = energy_scale_kwh(max(p.energy for p in pts))
-    _pareto_axis(ax, pts, f"{metric.split('.')[-1]} energy per run [{unit}]", "Random search: energy vs F1",
-                 scale=k)
-    footnote(fig, label, "Pareto front: no other run has lower energy and higher F1")
+    if "energy_per_1k_wh" in metric:
+        k, xlabel = 1.0, f"{metric.split('.')[-1]} energy per 1k requests [Wh]"
+    else:
+        k, unit = energy_scale_kwh(max(p.energy for p in pts))
+        xlabel = f"{metric.split('.')[-1]} energy per run [{unit}]"
+    _pareto_axis(ax, pts, xlabel, f"Sweep (Optuna study): energy vs {accuracy.split(' ')[0]}", scale=k,
+                 ylabel=accuracy)
+    footnote(fig, label, f"Pareto front (study.best_trials): no other trial has lower energy and higher "
+                         f"{accuracy.split(' ')[0]}")
     fig.tight_layout()
     return fig

@@ -569,48 +569,66 @@ def sec_findings(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOpt
         b.note(f"No results with both energy and {name}, so no key findings.", "warn")
 
 
+# --- sweep section (issue 16: the Optuna study) -------------------------------------------------
 def sec_sweep(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOptions) -> None:
-    csv = agg.results_dir / "sweep" / "aggregate.csv"
-    if not csv.is_file() or csv.stat().st_size < 2:
-        b.note("No random search has been run (make sweep N=3 writes results/sweep/aggregate.csv).")
+    """The study's trials and its Pareto set, from what ``python -m analysis.sweep`` exports after
+    every trial: ``results/sweep/aggregate.csv`` (one row per trial) and ``best.json`` (the Pareto
+    set from ``study.best_trials``)."""
+    d = agg.results_dir / "sweep"
+    csv, best_p = d / "aggregate.csv", d / "best.json"
+    if not csv.is_file() or csv.stat().st_size < 2 or not best_p.is_file():
+        b.note("No sweep has been run (make sweep N=4 writes results/sweep/study.db, aggregate.csv and best.json).")
         return
-    df = pd.read_csv(csv)
-    if df.empty:
-        b.note("The sweep's aggregate.csv has no finished runs yet.", "warn")
+    from analysis.io import read_json
+
+    df, best = pd.read_csv(csv), read_json(best_p)
+    if df.empty or "state" not in df.columns:
+        b.note("The sweep's aggregate.csv has no trials yet (or predates the Optuna study; rerun make sweep).", "warn")
         return
-    metric = "energy_kwh.training"
-    ok = df[(df["status"] == "ok") & df[metric].notna() & df["f1"].notna()] if metric in df.columns else df[:0]
-    pts = [tradeoffs.Point(str(r["run_id"]), float(r[metric]), float(r["f1"])) for _, r in ok.iterrows()]
-    kinds = sorted({str(x) for x in df.get("energy_kind", pd.Series(dtype=str)).dropna()})
+    e_name, a_name = (best.get("metric_names") or ["energy", "accuracy"])[:2]
+    pareto = set(best.get("pareto") or [])
+    done = df[(df["state"] == "COMPLETE") & df["energy"].notna() & df["accuracy"].notna()]
+    pts = [tradeoffs.Point(str(r["run_id"]), float(r["energy"]), float(r["accuracy"])) for _, r in done.iterrows()]
+    kinds = sorted({str(x) for c in ("energy_kind", "load_energy_kind") if c in df.columns for x in df[c].dropna()})
     srcs = sorted({str(x) for x in df.get("energy_source", pd.Series(dtype=str)).dropna()})
     label = f"{'/'.join(kinds) or 'unknown kind'} · {', '.join(srcs) or 'unknown meter'}"
+    states = best.get("states") or {}
+    b.p(f"Optuna study {best.get('study')} ({best.get('storage') or 'storage not recorded'}), sampler "
+        f"{best.get('sampler')}: {best.get('n_complete', 0)} complete trials "
+        f"({', '.join(f'{v} {k.lower()}' for k, v in states.items() if v) or 'none'}). Objectives: minimise "
+        f"{e_name}, maximise {a_name}.")
+    acc_label = a_name.split(".")[-1].upper() if a_name.endswith("mcc") else a_name.split(".")[-1]
     if pts:
-        b.figure(plots.fig_sweep(pts, label, metric), "Each point is one sampled configuration; dashed: Pareto front")
-    kf = tradeoffs.key_findings(pts, metric)
+        b.figure(plots.fig_sweep(pts, label, e_name, f"{acc_label} (test split)" if a_name.startswith("train.")
+                                 else acc_label), "Each point is one complete trial; dashed: Pareto front")
     set_cols = [c for c in df.columns if c.startswith("set.")]
-    served = [c for c in ("energy_per_1k_wh.gross", "latency_ms.p99", "served.f1")
-              if c in df.columns and df[c].notna().any()]  # only when the sweep ran with --serve
 
-    def val(r, c: str, k: float = 1.0) -> str:
+    def val(r, c: str) -> str:
         v = r.get(c)
-        return fmt(None if v is None or pd.isna(v) else float(v) * k)
+        return fmt(None if v is None or pd.isna(v) else float(v))
 
-    rows = []
-    for _, r in df.iterrows():
-        rows.append([r["run_id"], r["variant"], ", ".join(f"{c[4:]}={r[c]}" for c in set_cols if pd.notna(r[c])),
-                     r["status"], val(r, metric, 3.6e6), val(r, "f1"), *[val(r, c) for c in served],
-                     "yes" if r["run_id"] in kf["pareto"] else "",
-                     r.get("failure_reason") if pd.notna(r.get("failure_reason")) else ""])
-    names = {"energy_per_1k_wh.gross": "Wh/1k (served)", "latency_ms.p99": "p99 [ms]", "served.f1": "served F1"}
-    b.table(["run", "variant", "--set values", "status", "training energy [J]", "F1", *[names[c] for c in served],
-             "Pareto", "failure"], rows, highlight={i for i, r in enumerate(rows) if r[-2]})
-    if kf.get("best_tradeoff"):
-        bt = kf["best_tradeoff"]
-        b.note(f"Best trade-off: {bt['id']} (F1 {fmt(bt['f1'])}, {fmt(bt['energy'] * 3.6e6)} J); best F1: "
-               f"{kf['best_accuracy']['id']}; lowest energy: {kf['lowest_energy']['id']}.", "ok")
-    b.p(f"Energy: {label}. Sweep runs are short (max_steps in analysis/search_space.yaml), so their F1 "
-        "shows the machinery, not a tuned model. Each run's parameters and power log are in "
-        "results/sweep/<run>/.")
+    def _num(v):  # a knob column with gaps is float in pandas: show 128, not 128.0
+        return int(v) if isinstance(v, float) and v.is_integer() else v
+
+    def txt(r, c: str) -> str:
+        v = r.get(c)
+        return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
+
+    rows = [[txt(r, "trial"), txt(r, "run_id"), txt(r, "variant"),
+             ", ".join(f"{c[4:]}={_num(r[c])}" for c in set_cols if pd.notna(r[c])), r["state"], val(r, "energy"),
+             val(r, "accuracy"), "yes" if r["run_id"] in pareto else "", txt(r, "host"), txt(r, "failure_reason")]
+            for _, r in df.iterrows()]
+    b.table(["trial", "run", "variant", "--set values", "state", e_name, a_name, "Pareto", "host", "failure"], rows,
+            highlight={i for i, r in enumerate(rows) if r[7]})
+    bt = best.get("best_tradeoff")
+    if bt:
+        b.note(f"Pareto set (study.best_trials): {', '.join(best.get('pareto') or [])}. Best trade-off: {bt['id']} "
+               f"({a_name} {fmt(bt['accuracy'])}, {e_name} {fmt(bt['energy'])}); best {a_name}: "
+               f"{best['best_accuracy']['id']}; lowest energy: {best['lowest_energy']['id']}.", "ok")
+    b.p(f"Energy: {label}. Sweep trials are short (max_steps in analysis/search_space.yaml), so their accuracy "
+        "shows the machinery, not a tuned model. Each trial's parameters, logs, power trace and results are in "
+        "results/sweep/<run>/ on the host that ran it; every metric is a user attribute of its trial.")
+# --- end of sweep section ------------------------------------------------------------------------
 
 
 def sec_failed(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOptions) -> None:
@@ -675,7 +693,7 @@ SECTIONS: tuple[tuple[str, str, Callable], ...] = (
     ("lifecycle", "Lifecycle projection: a year of serving", sec_lifecycle),
     ("findings", "SLO-constrained choice and key findings", sec_findings),
     ("compression", "Compression: size, accuracy, energy and break-even", compression.section),
-    ("sweep", "Random search (sweep)", sec_sweep),
+    ("sweep", "Sweep (Optuna study)", sec_sweep),
     ("failed", "Failed and incomplete runs", sec_failed),
     ("methods", "Methods and honesty note", sec_methods),
 )

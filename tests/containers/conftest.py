@@ -26,9 +26,9 @@ DOCKER_DIR = REPO_ROOT / "docker"
 COMPOSE_DIR = REPO_ROOT / "compose"
 VENV_BIN = Path(sys.executable).parent
 
-ROLES = ("train", "onnxruntime", "triton", "vllm", "locust", "sidecar")
+ROLES = ("train", "onnxruntime", "triton", "vllm", "vllm-cpu", "locust", "sidecar")
 PYTHON_ROLES = ("train", "onnxruntime", "locust", "sidecar")
-SERVING_ROLES = ("onnxruntime", "triton", "vllm")
+SERVING_ROLES = ("onnxruntime", "triton", "vllm", "vllm-cpu")
 PROFILES = (
     "train", "serve-onnxruntime", "serve-pytorch", "serve-triton", "serve-vllm", "load", "sidecar",
     "locust",

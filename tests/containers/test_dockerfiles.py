@@ -54,7 +54,7 @@ def test_runs_as_a_non_root_user(role):
 def test_serving_images_have_a_readiness_healthcheck(role):
     checks = [arg for ins, arg in dockerfile_instructions(dockerfile_path(role)) if ins == "HEALTHCHECK"]
     assert len(checks) == 1, f"{role}: expected one HEALTHCHECK, got {checks}"
-    probe = "/health" if role == "vllm" else "/v2/health/ready"  # vLLM keeps its own API
+    probe = "/health" if role.startswith("vllm") else "/v2/health/ready"  # vLLM keeps its own API
     assert f"http://127.0.0.1:8000{probe}'" in checks[0]
     assert "--start-period=" in checks[0]
 

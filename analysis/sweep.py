@@ -67,6 +67,7 @@ import yaml
 
 from analysis.io import as_float, get_path, read_json, write_json_atomic, write_table_atomic
 from analysis.tradeoffs import Point, key_findings
+from study.process import stop_process
 
 SPACE_KEYS = {"base_variant", "overlays", "set", "fixed", "max_steps", "train_args", "serve", "compress"}
 OVERLAY_KEYS = {"choices", "min", "max"}
@@ -353,19 +354,10 @@ def subprocess_runner(meter: str | None = None, interval_s: float = 0.2) -> Runn
             try:
                 return child.wait()
             except BaseException:
-                os.killpg(child.pid, signal.SIGTERM)
-                try:
-                    child.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(child.pid, signal.SIGKILL)
+                stop_process(child, timeout_s=10, group=True)
                 raise
             finally:
-                if side is not None and side.poll() is None:
-                    side.send_signal(signal.SIGTERM)
-                    try:
-                        side.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        side.kill()
+                stop_process(side, timeout_s=10)
 
     return run
 

@@ -103,12 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loadtest.explore: {e}", file=sys.stderr)
         return 1
     finally:
-        if locust is not None and locust.poll() is None:
-            locust.send_signal(signal.SIGINT)
-            try:
-                locust.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                stop_process(locust, timeout_s=5)
+        stop_process(locust, timeout_s=15, sig=signal.SIGINT)  # Locust writes its report on SIGINT
         if sidecar is not None:
             sidecar.stop()
         server.stop()

@@ -34,6 +34,7 @@ from loadtest.config import (
 )
 from loadtest.cpu import affinity_preexec
 from loadtest.shapes import LoadSpec
+from study.process import stop_process
 from study.prometheus import scrape_sum
 
 
@@ -91,22 +92,6 @@ def tail_line(path: Path, n: int = 3) -> str:
     except OSError:
         return ""
     return " | ".join(lines[-n:])
-
-
-def stop_process(proc: subprocess.Popen | None, timeout_s: float = 15.0) -> int | None:
-    """SIGTERM, wait, SIGKILL after ``timeout_s``; returns the exit code."""
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        except ProcessLookupError:
-            pass
-    return proc.returncode
 
 
 # --------------------------------------------------------------------------- Locust

@@ -47,7 +47,7 @@ vllm_for    = $(if $(findstring vllm,$(1)),$(if $(shell command -v nvidia-smi 2>
 .PHONY: help venv venv-vllm system-deps test lint clean
 help: ## list every target with its one-line description
 	@echo "green-pipeline-study — make targets (variables: VARIANT=$(VARIANT) MODEL=$(MODEL) METER=$(METER) COUNTRY=$(COUNTRY))"
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort -u | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 venv: $(STAMP) ## create/update the local virtual environment (.venv; torch pinned to 2.13.0 CPU)
 

@@ -88,11 +88,13 @@ def accuracy_floor(opts: ReportOptions) -> float:
 
 
 def chance_flag(entry: dict[str, Any], prefix: str = "") -> str:
-    """``"AT CHANCE"`` when the MCC's CI contains 0 (|MCC| < 0.05 at n = 1), else ``""``."""
-    from study.metrics import at_chance
+    """``"AT CHANCE"`` when the MCC's CI contains 0 (|MCC| < 0.05 at n = 1), ``"WORSE THAN
+    CHANCE"`` when it lies below 0, else ``""`` (:func:`study.metrics.chance_verdict`)."""
+    from study.metrics import chance_verdict
 
     s = entry.get("metrics", {}).get(f"{prefix}mcc") or {}
-    return "AT CHANCE" if at_chance(s.get("mean"), s.get("ci95")) else ""
+    v = chance_verdict(s.get("mean"), s.get("ci95"))
+    return v.upper() if v in ("at chance", "worse than chance") else ""
 
 
 @dataclass
@@ -300,7 +302,7 @@ def sec_training_energy(b: Builder, agg: Aggregate, an: dict[str, Any], opts: Re
             [[v, agg.train[v]["n"], *[metric_ci(agg.train[v], m) for m in (
                 "mcc", "pair_accuracy", "f1", "baseline_f1", "balanced_accuracy", "roc_auc", "accuracy")],
               _accuracy_verdict(agg.train[v])] for v in sorted(agg.train, key=plots.variant_sort_key)])
-    _chance_note(b, [v for v in agg.train if chance_flag(agg.train[v])], "trained variant")
+    _chance_note(b, {v: chance_flag(e) for v, e in agg.train.items()}, "trained variant")
 
 
 def _accuracy_verdict(e: dict[str, Any], prefix: str = "") -> str:
@@ -309,18 +311,24 @@ def _accuracy_verdict(e: dict[str, Any], prefix: str = "") -> str:
     m = e.get("metrics", {})
     if (m.get(f"{prefix}mcc") or {}).get("mean") is None:
         return "—"
-    words = [w for w in (chance_flag(e, prefix),) if w]
+    words = [w for w in (chance_flag(e, prefix),) if w]  # AT CHANCE | WORSE THAN CHANCE
     f1, base = (m.get(f"{prefix}f1") or {}).get("mean"), (m.get(f"{prefix}baseline_f1") or {}).get("mean")
     if f1 is not None and base is not None and f1 < base:
         words.append("F1 BELOW CONSTANT BASELINE")
     return "; ".join(words) or "better than chance"
 
 
-def _chance_note(b: Builder, names: Sequence[str], what: str) -> None:
-    if names:
-        b.note(f"At chance: {', '.join(sorted(names))} — the MCC's 95 % CI contains 0 (|MCC| < 0.05 for a "
-               f"single run), so this {what} does no better than a constant or random guess, whatever its F1 "
-               "says. The constant \"always vulnerable\" classifier's F1 is shown beside each F1.", "warn")
+def _chance_note(b: Builder, flags: dict[str, str], what: str) -> None:
+    """One warning per verdict: which entries are at chance, which worse than chance."""
+    at = sorted(k for k, f in flags.items() if f == "AT CHANCE")
+    worse = sorted(k for k, f in flags.items() if f == "WORSE THAN CHANCE")
+    if at:
+        b.note(f"At chance: {', '.join(at)} — the MCC's 95 % CI contains 0 (|MCC| < 0.05 for a single run), so "
+               f"this {what} does no better than a constant or random guess, whatever its F1 says. The constant "
+               "\"always vulnerable\" classifier's F1 is shown beside each F1.", "warn")
+    if worse:
+        b.note(f"Worse than chance: {', '.join(worse)} — the MCC lies below 0 (its CI, or ≤ −0.05 for a single "
+               f"run): this {what}'s predictions run against the labels.", "warn")
 
 
 def serving_plot_points(cands: Sequence[dict[str, Any]]) -> list[tradeoffs.Point]:
@@ -391,7 +399,7 @@ def sec_serving_energy(b: Builder, agg: Aggregate, an: dict[str, Any], opts: Rep
         "client, which shares these cores); net subtracts the idle baseline; server-attributed charges the "
         "server's process tree its CPU-time share of the window's energy (and every GPU joule). Cells show "
         "mean [95 % CI] over load repeats; a bare number is a single repeat (n = 1).")
-    _chance_note(b, [k.replace("__", " · ") for k, e in agg.serve.items() if chance_flag(e, "served.")],
+    _chance_note(b, {k.replace("__", " · "): chance_flag(e, "served.") for k, e in agg.serve.items()},
                  "served model")
 
 
@@ -685,7 +693,7 @@ def sec_methods(b: Builder, agg: Aggregate, an: dict[str, Any], opts: ReportOpti
 SECTIONS: tuple[tuple[str, str, Callable], ...] = (
     ("overview", "Overview", sec_overview),
     ("training-energy", "Training energy per stage", sec_training_energy),
-    ("energy-f1", "Energy vs F1 and the Pareto front", sec_energy_f1),
+    ("energy-f1", "Energy vs accuracy and the Pareto front", sec_energy_f1),
     ("serving-energy", "Serving energy per 1k requests", sec_serving_energy),
     ("latency", "Latency percentiles", sec_latency),
     ("power-timeline", "Power timeline of a load run", sec_power_timeline),
@@ -818,7 +826,7 @@ def _print_summary(agg: Aggregate, an: dict[str, Any], html_path: Path) -> None:
         print(f"{'engine':<12} {'variant':<10} {'format':<10} {head:>9} {'gross':>9} {'p99 ms':>8} {'MCC':>6}  energy")
         for m, e, g, p99, mcc in rows[:5]:
             print(f"{e['engine']:<12} {e['variant']:<10} {e['format']:<10} {fmt(m):>9} {fmt(g):>9} {fmt(p99):>8} "
-                  f"{fmt(mcc):>6}  {e['label']}{'  AT CHANCE' if chance_flag(e, 'served.') else ''}")
+                  f"{fmt(mcc):>6}  {e['label']}{'  ' + chance_flag(e, 'served.') if chance_flag(e, 'served.') else ''}")
     print(f"report: {html_path}")
 
 

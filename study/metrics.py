@@ -126,6 +126,18 @@ def at_chance(mcc: float | None, mcc_ci95: Sequence[float] | None = None) -> boo
     return abs(mcc) < CHANCE_MCC
 
 
+def chance_verdict(mcc: float | None, mcc_ci95: Sequence[float] | None = None) -> str | None:
+    """``"at chance"`` (:func:`at_chance`), ``"worse than chance"`` (MCC's CI entirely below 0,
+    or MCC ≤ −0.05 at n = 1: predictions anti-correlated with the labels) or ``"better than
+    chance"``; ``None`` without an MCC."""
+    if mcc is None:
+        return None
+    if at_chance(mcc, mcc_ci95):
+        return "at chance"
+    hi = mcc_ci95[1] if mcc_ci95 is not None and len(mcc_ci95) == 2 and None not in mcc_ci95 else mcc
+    return "worse than chance" if hi < 0 else "better than chance"
+
+
 def logit_score(logits: np.ndarray) -> np.ndarray:
     """Positive-class score of ``[n, 2]`` logits: ``logit₁ − logit₀`` (monotone in p(vulnerable),
     so ROC-AUC and pair order are those of the probability)."""

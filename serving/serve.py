@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest a request waits for its batch to fill")
     p.add_argument("--max-queue-size", type=int, default=d.max_queue_size,
                    help="requests waiting beyond this get 503")
+    p.add_argument("--max-queue-wait-ms", type=float, default=d.max_queue_wait_ms,
+                   help="admission by deadline: a request that does not fit in the next batch gets "
+                   "503 + Retry-After when its expected queue wait exceeds this (0 = off; "
+                   "onnxruntime/pytorch engines)")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
                    help="larger request bodies get 413")
     p.add_argument("--threads", type=int, default=d.threads,

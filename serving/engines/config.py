@@ -43,6 +43,11 @@ class EngineSettings:
     max_queue_delay_ms: float = 5.0
     # Admission control: requests waiting (not yet in a running batch) beyond this get a 503.
     max_queue_size: int = 256
+    # Admission by deadline (onnxruntime/pytorch servers): a request that does not fit in the
+    # next batch is admitted only if its expected queue wait (rest of the running batch + rows
+    # ahead × recent batch time ÷ recent rows per batch) is at most this; else 503 +
+    # Retry-After, before its body is read. 0 = off (only max_queue_size bounds the queue).
+    max_queue_wait_ms: float = 100.0
     max_body_bytes: int = 4 * 1024 * 1024
     # Threads: intra-op (ORT intra_op_num_threads / torch.set_num_threads), inter-op.
     # None = the library default (all physical cores).
@@ -75,6 +80,7 @@ class EngineSettings:
         need(self.max_batch_size >= 1, "max_batch_size", ">= 1")
         need(self.max_queue_delay_ms >= 0, "max_queue_delay_ms", ">= 0")
         need(self.max_queue_size >= 1, "max_queue_size", ">= 1")
+        need(self.max_queue_wait_ms >= 0, "max_queue_wait_ms", ">= 0 (0 = no deadline)")
         need(self.max_body_bytes >= 1024, "max_body_bytes", ">= 1024")
         need(self.threads is None or self.threads >= 1, "threads", ">= 1 or None")
         need(

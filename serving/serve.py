@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, choices=DEVICES, help="pytorch device")
     p.add_argument("--dtype", default=d.dtype, choices=DTYPES, help="pytorch weights dtype")
     p.add_argument("--max-length", type=int, default=d.max_length, help="tokenizer truncation (tokens)")
+    p.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens,
+                   help="padded tokens per model call: a batch's rows are sorted by length and "
+                   "split into calls of at most this (rows x longest row); default: the "
+                   "backend's (onnxruntime 512, pytorch 1024)")
     p.add_argument("--batch-delay-ms", type=float, default=d.batch_delay_ms,
                    help="diagnostics only: sleep this long per batch (simulates a slow model)")
     p.add_argument("--log-level", default=d.log_level,

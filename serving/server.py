@@ -615,6 +615,7 @@ class RunnerEngine:
             provider=settings.provider,
             device=settings.device,
             dtype=settings.dtype,
+            max_batch_tokens=settings.max_batch_tokens,
         )
         if settings.batch_delay_ms > 0:
             runner = SlowRunner(runner, settings.batch_delay_ms)

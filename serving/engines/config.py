@@ -57,6 +57,9 @@ class EngineSettings:
     device: str = "cpu"  # pytorch only
     dtype: str = "float32"  # pytorch only
     max_length: int = 512  # tokenizer truncation (tokens)
+    # Rows of an executed batch are sorted by length and run in model calls of at most this
+    # many padded tokens (rows × longest row). None = the backend's default (runners.py).
+    max_batch_tokens: int | None = None
     # Test/diagnostic knob: sleep this long inside every executed batch (simulates a slow
     # model so that back-pressure can be exercised on a fast tiny one). 0 in real runs.
     batch_delay_ms: float = 0.0
@@ -92,6 +95,11 @@ class EngineSettings:
         need(self.device in DEVICES, "device", str(DEVICES))
         need(self.dtype in DTYPES, "dtype", str(DTYPES))
         need(8 <= self.max_length <= 1 << 16, "max_length", "8..65536")
+        need(
+            self.max_batch_tokens is None or self.max_batch_tokens >= 1,
+            "max_batch_tokens",
+            ">= 1 or None (the backend's default)",
+        )
         need(self.batch_delay_ms >= 0, "batch_delay_ms", ">= 0")
         need(
             self.log_level in ("critical", "error", "warning", "info", "debug"),

@@ -358,6 +358,17 @@ class Batcher:
                 offset += k
 
 
+_ADMISSION = "green_pipeline.admission"  # ASGI scope key: the front's admission decision
+
+
+def _shed_reason(decision: Admission, batcher: Batcher, settings: EngineSettings) -> str:
+    return (
+        f"server overloaded: expected queue wait {decision.expected_wait_s * 1000:.0f} ms "
+        f"exceeds max_queue_wait_ms={settings.max_queue_wait_ms:g} "
+        f"({batcher.queued_rows + batcher.reserved} rows ahead); retry later"
+    )
+
+
 def _error(status: int, reason: str, retry_after_s: int = 1) -> Response:
     # A 503 is transient by construction (queue full, warming up, stopping): say when to retry.
     headers = {"retry-after": str(retry_after_s)} if status == 503 else None
@@ -401,8 +412,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def create_app(
     runner: Runner, settings: EngineSettings, engine: str, extra_metadata: dict | None = None,
     initial_batch_s: float = 0.0,
-) -> Starlette:
-    """The ASGI app serving ``runner`` under ``settings.model_name``.
+) -> Any:
+    """The ASGI app serving ``runner`` under ``settings.model_name`` (Starlette behind a small
+    ASGI front that sheds overloaded infer requests; ``.state.metrics`` holds the metrics).
 
     ``initial_batch_s``: the warm-up batch's duration, the admission estimate until real batches
     have run."""
@@ -483,14 +495,11 @@ def create_app(
                 raise Overloaded("model not ready", kind="not_ready")
             batcher: Batcher = state["batcher"]
             # Decided on the queue alone: the body is neither read nor parsed for a shed request.
-            decision = batcher.admission()
+            # (On the served model's infer paths the ASGI front below has decided already.)
+            decision = request.scope.get(_ADMISSION) or batcher.admission()
             if not decision.admit:
-                raise Overloaded(
-                    f"server overloaded: expected queue wait {decision.expected_wait_s * 1000:.0f} ms "
-                    f"exceeds max_queue_wait_ms={settings.max_queue_wait_ms:g} "
-                    f"({batcher.queued_rows + batcher.reserved} rows ahead); retry later",
-                    kind="deadline", retry_after_s=decision.retry_after_s,
-                )
+                raise Overloaded(_shed_reason(decision, batcher, settings), kind="deadline",
+                                 retry_after_s=decision.retry_after_s)
             try:
                 body = await _read_body(request, settings.max_body_bytes)
                 req = protocol.parse_infer_request(
@@ -562,10 +571,38 @@ def create_app(
         ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.metrics = metrics
-    return app
+    infer_paths = {f"{m}/infer", f"{mv}/infer"}
+    infer_paths = {p.replace("{model}", model_name).replace("{version}", MODEL_VERSION)
+                   for p in infer_paths}
+
+    async def front(scope, receive, send) -> None:
+        """Sheds an infer request before Starlette sees it (no routing, no Request object, a
+        preformatted answer): under overload most requests end here, so this is the cost of a
+        503. Admitted ones go on with the decision attached (their reservation is held)."""
+        if (scope["type"] == "http" and scope["path"] in infer_paths
+                and scope["method"] == "POST" and state["ready"]):
+            batcher: Batcher = state["batcher"]
+            decision = batcher.admission()
+            if not decision.admit:
+                metrics.requests.inc()
+                metrics.rejected.inc()
+                metrics.shed.labels(reason="deadline").inc()
+                body = orjson.dumps({"error": _shed_reason(decision, batcher, settings)})
+                await send({"type": "http.response.start", "status": 503, "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(decision.retry_after_s).encode()),
+                ]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            scope = {**scope, _ADMISSION: decision}
+        await app(scope, receive, send)
+
+    front.state = app.state  # type: ignore[attr-defined]
+    return front
 
 
-def serve_app(app: Starlette, settings: EngineSettings) -> None:
+def serve_app(app: Any, settings: EngineSettings) -> None:
     """Run ``app`` on uvicorn in the foreground; SIGINT/SIGTERM shut it down gracefully."""
     import uvicorn
 

@@ -31,8 +31,11 @@ def metric(url: str, name: str, labels: str = "") -> float:
 
 @pytest.fixture(scope="module")
 def servers(serve_process, serving_root):
-    """Both engines, same settings (a 20 ms batching window so concurrency shows batches)."""
-    common = ("--max-queue-delay-ms", "20", "--max-batch-size", "16", "--max-length", "128")
+    """Both engines, same settings (a 20 ms batching window so concurrency shows batches; no
+    admission deadline: 16 clients of up to 3 rows may queue past one batch, and these tests
+    are about batching and the protocol — test_admission.py has the deadline)."""
+    common = ("--max-queue-delay-ms", "20", "--max-batch-size", "16", "--max-length", "128",
+              "--max-queue-wait-ms", "0")
     procs = {e: serve_process(e, serving_root, *common, wait=False) for e in ("onnxruntime", "pytorch")}
     return {e: sp.wait_ready().url for e, sp in procs.items()}
 

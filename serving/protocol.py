@@ -25,11 +25,14 @@ names the offending field and what is allowed; the server turns it into ``{"erro
 from __future__ import annotations
 
 import json
+import reprlib
 import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 INPUT_NAME = "TEXT"
 OUTPUT_LOGITS = "LOGITS"
@@ -39,7 +42,19 @@ NUM_LABELS = 2
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # Request-level parameters that change semantics we do not implement: refuse them loudly rather
 # than silently ignore them.
+MAX_ID_CHARS = 1024
 UNSUPPORTED_INPUT_PARAMS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 3
+
+
+def _show(value: Any) -> str:
+    """A short repr of a client-supplied value for an error reason (never an echo of a 4 MB
+    string or a 1,000-deep list)."""
+    return _REPR.repr(value)
 
 
 class ProtocolError(Exception):
@@ -64,6 +79,49 @@ class InferRequest:
     @property
     def n(self) -> int:
         return len(self.texts)
+
+
+ENCODINGS = ("identity", "gzip", "deflate")
+
+
+def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo ``Content-Encoding`` (identity, gzip, deflate), never inflating past ``limit`` bytes.
+
+    A gzip body may hold several members (RFC 1952); a zlib ``deflate`` body one stream. A
+    corrupt, truncated or trailing-garbage body is a 400, an inflated size over ``limit`` a 413
+    (a small bomb must not inflate past the cap), an unknown encoding a 415.
+    """
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in ENCODINGS:
+        raise ProtocolError(
+            f"Content-Encoding {_show(encoding)} is not supported; allowed: {', '.join(ENCODINGS)}",
+            status=415,
+        )
+    out: list[bytes] = []
+    size, rest = 0, body
+    while True:
+        d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        try:
+            chunk = d.decompress(rest, limit + 1 - size)
+        except zlib.error as e:
+            raise ProtocolError(f"Content-Encoding {encoding}: corrupt body ({e})") from None
+        size += len(chunk)
+        if size > limit or d.unconsumed_tail:
+            raise ProtocolError(
+                f"decompressed body exceeds max_body_bytes={limit}", status=413
+            )
+        out.append(chunk)
+        if not d.eof:  # a cut-off stream decompresses to a prefix without any zlib error
+            raise ProtocolError(f"Content-Encoding {encoding}: truncated body")
+        rest = d.unused_data
+        if not rest:
+            return b"".join(out)
+        if encoding != "gzip":
+            raise ProtocolError(
+                f"Content-Encoding {encoding}: {len(rest)} bytes after the end of the stream"
+            )
 
 
 def _decode_utf8(raw: bytes, index: int) -> str:
@@ -129,18 +187,6 @@ def _flatten(data: Any) -> list[Any]:
     return flat
 
 
-def _check_surrogates(text: str, index: int) -> str:
-    # JSON may carry lone surrogates ("\ud800"): valid JSON, not encodable as UTF-8.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ProtocolError(
-            f"input {INPUT_NAME} element {index} is not valid UTF-8 (lone surrogate escape); "
-            f"TEXT must be UTF-8 source code"
-        ) from None
-    return text
-
-
 def parse_infer_request(
     body: bytes,
     header_length: str | int | None = None,
@@ -157,7 +203,7 @@ def parse_infer_request(
             hlen = int(header_length)
         except (TypeError, ValueError):
             raise ProtocolError(
-                f"{HEADER_LENGTH}={header_length!r} is not an integer byte count"
+                f"{HEADER_LENGTH}={_show(header_length)} is not an integer byte count"
             ) from None
         if not 0 < hlen <= len(body):
             raise ProtocolError(
@@ -170,22 +216,29 @@ def parse_infer_request(
     if not header_bytes.strip():
         raise ProtocolError("empty request body; expected a JSON inference request")
     try:
-        req = json.loads(header_bytes)
-    except UnicodeDecodeError:
-        raise ProtocolError("request JSON is not valid UTF-8") from None
-    except json.JSONDecodeError as e:
-        raise ProtocolError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        # orjson: strict UTF-8, no lone surrogates, no NaN, at most 1,024 levels of nesting
+        # (the stdlib parser recursed into RecursionError on deeply nested input).
+        req = orjson.loads(header_bytes)
+    except orjson.JSONDecodeError as e:
+        where = f"{e.msg} at line {e.lineno} column {e.colno}"
+        if "UTF-8" in e.msg or "surrogate" in e.msg:
+            raise ProtocolError(
+                f"request JSON is not valid UTF-8 ({where}); strings, TEXT included, must be UTF-8"
+            ) from None
+        raise ProtocolError(f"malformed JSON: {where}") from None
     if not isinstance(req, dict):
         raise ProtocolError(f"request must be a JSON object, got {type(req).__name__}")
 
     unknown = sorted(set(req) - {"id", "parameters", "inputs", "outputs"})
     if unknown:
         raise ProtocolError(
-            f"unknown request fields {unknown}; allowed: id, parameters, inputs, outputs"
+            f"unknown request fields {_show(unknown)}; allowed: id, parameters, inputs, outputs"
         )
     req_id = req.get("id")
     if req_id is not None and not isinstance(req_id, str):
         raise ProtocolError(f"'id' must be a string, got {type(req_id).__name__}")
+    if req_id is not None and len(req_id) > MAX_ID_CHARS:
+        raise ProtocolError(f"'id' has {len(req_id)} characters; allowed: at most {MAX_ID_CHARS}")
     params = req.get("parameters") or {}
     if not isinstance(params, dict):
         raise ProtocolError("'parameters' must be a JSON object")
@@ -196,14 +249,16 @@ def parse_infer_request(
     names = [i.get("name") if isinstance(i, dict) else None for i in inputs]
     bad = [n for n in names if n != INPUT_NAME]
     if bad:
-        raise ProtocolError(f"unknown input tensor {bad[0]!r}; this model takes only {INPUT_NAME!r}")
+        raise ProtocolError(
+            f"unknown input tensor {_show(bad[0])}; this model takes only {INPUT_NAME!r}"
+        )
     if len(inputs) > 1:
         raise ProtocolError(f"input {INPUT_NAME!r} given {len(inputs)} times; give it once")
     tensor = inputs[0]
 
     datatype = tensor.get("datatype")
     if datatype != "BYTES":
-        raise ProtocolError(f"input {INPUT_NAME} has datatype {datatype!r}; expected 'BYTES'")
+        raise ProtocolError(f"input {INPUT_NAME} has datatype {_show(datatype)}; expected 'BYTES'")
     shape = tensor.get("shape")
     if (
         not isinstance(shape, list)
@@ -212,7 +267,7 @@ def parse_infer_request(
         or shape[1] != 1
         or shape[0] < 0
     ):
-        raise ProtocolError(f"input {INPUT_NAME} has shape {shape!r}; expected [batch, 1]")
+        raise ProtocolError(f"input {INPUT_NAME} has shape {_show(shape)}; expected [batch, 1]")
     n = shape[0]
     if n == 0:
         raise ProtocolError(f"input {INPUT_NAME} is an empty batch (shape [0, 1]); send >= 1 row")
@@ -232,7 +287,9 @@ def parse_infer_request(
     if "binary_data_size" in tparams:
         size = tparams["binary_data_size"]
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ProtocolError(f"input {INPUT_NAME} binary_data_size={size!r} must be an integer >= 0")
+            raise ProtocolError(
+                f"input {INPUT_NAME} binary_data_size={_show(size)} must be an integer >= 0"
+            )
         if header_length is None:
             raise ProtocolError(
                 f"input {INPUT_NAME} has binary_data_size but the request has no "
@@ -265,7 +322,7 @@ def parse_infer_request(
                     f"input {INPUT_NAME} element {i} is {type(t).__name__}; BYTES elements are "
                     f"JSON strings"
                 )
-        texts = [_check_surrogates(t, i) for i, t in enumerate(flat)]
+        texts = flat  # orjson has checked the UTF-8 (lone surrogate escapes are refused)
 
     default_binary = params.get("binary_data_output", False)
     if not isinstance(default_binary, bool):
@@ -280,7 +337,7 @@ def parse_infer_request(
         for o in outputs_req:
             name = o.get("name") if isinstance(o, dict) else None
             if name not in OUTPUTS:
-                raise ProtocolError(f"unknown output {name!r}; this model has {list(OUTPUTS)}")
+                raise ProtocolError(f"unknown output {_show(name)}; this model has {list(OUTPUTS)}")
             oparams = o.get("parameters") or {}
             if not isinstance(oparams, dict):
                 raise ProtocolError(f"output {name} 'parameters' must be a JSON object")
@@ -328,7 +385,7 @@ def build_infer_response(
     if request.id is not None:
         resp["id"] = request.id
     resp["outputs"] = outputs
-    header = json.dumps(resp, separators=(",", ":")).encode()
+    header = orjson.dumps(resp)
     if not blobs:
         return header, {"content-type": "application/json"}
     return header + b"".join(blobs), {

@@ -28,6 +28,9 @@ from serving.engines.config import PROVIDERS as ONNX_PROVIDERS
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+# Padded tokens per model call (feeds()); measured on the tiny model at 1 thread, 16-row batches
+# of the test split: ORT best at 256-512 (+34 % rows/s vs one call), PyTorch at 1024-2048 (+11 %).
+DEFAULT_MAX_BATCH_TOKENS = {"onnxruntime": 512, "pytorch": 1024}
 
 
 def check_providers(providers: list[str] | tuple[str, ...]) -> None:
@@ -104,22 +107,54 @@ class _Tokenising:
             if pad_id is None:
                 raise ValueError(f"{self.tokenizer_dir}: pad token {pad_token!r} not in the vocabulary")
             tok.enable_truncation(max_length=self.max_length)
-            tok.enable_padding(pad_id=pad_id, pad_token=pad_token)
-            self._fast = tok
+            tok.no_padding()  # padded here, per length group (feeds())
+            self._fast, self.pad_id = tok, pad_id
         else:
             from transformers import AutoTokenizer
 
             self._hf = AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
 
+    #: padded tokens (rows × longest row) per model call; see :meth:`feeds`
+    max_batch_tokens = 1024
+
+    def _pad(self, rows: list[list[int]]) -> dict[str, np.ndarray]:
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+            mask[i, : len(r)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def feeds(self, texts: list[str]) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Tokenise the whole batch once, then split it into model calls of similar length:
+        ``[(row indices, {input_ids, attention_mask}), …]``.
+
+        Rows are sorted by token count and cut greedily into groups whose padded size (rows ×
+        longest row) stays within ``max_batch_tokens``. On CPU a batch of mixed lengths pads
+        every row to the longest, and a big padded batch also falls out of cache (measured on
+        the tiny model, 256 tokens: 5.9 ms/row at 16 rows vs 3.8 at 1 or 4); grouped, rows
+        cost about what they would alone while short ones still share calls.
+        """
+        if not texts:
+            raise ValueError("predict() needs at least one text")
+        if self._fast is None:
+            return [(np.arange(len(texts)), self.tokenize(texts))]
+        rows = [e.ids for e in self._fast.encode_batch(list(texts))]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        groups: list[list[int]] = [[]]
+        for i in order:  # ascending: the row being added is the group's longest
+            if groups[-1] and (len(groups[-1]) + 1) * len(rows[i]) > self.max_batch_tokens:
+                groups.append([])
+            groups[-1].append(i)
+        return [(np.asarray(g), self._pad([rows[i] for i in g])) for g in groups]
+
     def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The whole batch padded to its longest row (one model call)."""
         if not texts:
             raise ValueError("predict() needs at least one text")
         if self._fast is not None:
-            encs = self._fast.encode_batch(list(texts))
-            return {
-                "input_ids": np.asarray([e.ids for e in encs], dtype=np.int64),
-                "attention_mask": np.asarray([e.attention_mask for e in encs], dtype=np.int64),
-            }
+            return self._pad([e.ids for e in self._fast.encode_batch(list(texts))])
         enc = self._hf(
             list(texts), truncation=True, max_length=self.max_length, padding="longest",
             return_tensors="np",
@@ -128,6 +163,14 @@ class _Tokenising:
             "input_ids": enc["input_ids"].astype(np.int64, copy=False),
             "attention_mask": enc["attention_mask"].astype(np.int64, copy=False),
         }
+
+
+def _scatter(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    """Rows of the per-group outputs put back in request order (float32 [n, labels])."""
+    logits = np.empty((n, parts[0][1].shape[-1]), dtype=np.float32)
+    for idx, out in parts:
+        logits[idx] = out
+    return logits
 
 
 def _labels(logits: np.ndarray) -> np.ndarray:
@@ -195,10 +238,12 @@ class OnnxRunner(_Tokenising):
         self.inter_op_threads = inter_op_threads
 
     def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        feed = self.tokenize(texts)
-        feed = {k: v for k, v in feed.items() if k in self.input_names}
-        (logits,) = self.session.run([self.output_name], feed)
-        logits = np.asarray(logits, dtype=np.float32)
+        parts = []
+        for idx, feed in self.feeds(texts):
+            feed = {k: v for k, v in feed.items() if k in self.input_names}
+            (out,) = self.session.run([self.output_name], feed)
+            parts.append((idx, out))
+        logits = _scatter(parts, len(texts))
         return logits, _labels(logits)
 
     def describe(self) -> dict[str, Any]:
@@ -213,6 +258,7 @@ class OnnxRunner(_Tokenising):
             "inter_op_threads": self.inter_op_threads,
             "allow_spinning": self.allow_spinning,
             "max_length": self.max_length,
+            "max_batch_tokens": self.max_batch_tokens,
         }
 
 
@@ -271,13 +317,15 @@ class TorchRunner(_Tokenising):
 
     def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         torch = self._torch
-        feed = self.tokenize(texts)
+        parts = []
         with torch.inference_mode():
-            out = self.model(
-                input_ids=torch.from_numpy(feed["input_ids"]).to(self.device),
-                attention_mask=torch.from_numpy(feed["attention_mask"]).to(self.device),
-            )
-        logits = out.logits.float().cpu().numpy().astype(np.float32, copy=False)
+            for idx, feed in self.feeds(texts):
+                out = self.model(
+                    input_ids=torch.from_numpy(feed["input_ids"]).to(self.device),
+                    attention_mask=torch.from_numpy(feed["attention_mask"]).to(self.device),
+                )
+                parts.append((idx, out.logits.float().cpu().numpy()))
+        logits = _scatter(parts, len(texts))
         return logits, _labels(logits)
 
     def describe(self) -> dict[str, Any]:
@@ -292,6 +340,7 @@ class TorchRunner(_Tokenising):
             "intra_op_threads": torch.get_num_threads(),
             "inter_op_threads": torch.get_num_interop_threads(),
             "max_length": self.max_length,
+            "max_batch_tokens": self.max_batch_tokens,
         }
 
 
@@ -322,20 +371,22 @@ def make_runner(
     device: str = "cpu",
     dtype: str = "float32",
     tokenizer_dir: str | os.PathLike | None = None,
+    max_batch_tokens: int | None = None,
 ) -> Runner:
     """Build the runner for ``engine`` from an artifact directory (or file).
 
     ``engine``: ``"onnxruntime"`` (alias ``"onnx"``; ``path`` = ``artifacts/<v>/onnx[-int8]/``
     or a ``.onnx`` file) or ``"pytorch"`` (alias ``"torch"``; ``path`` = an HF directory such
     as ``artifacts/<v>/pytorch/`` or ``artifacts/<v>/model/``). Threads: intra-op / inter-op
-    counts (None = library default).
+    counts (None = library default). ``max_batch_tokens``: padded tokens per model call
+    (None = the backend's default, :data:`DEFAULT_MAX_BATCH_TOKENS`).
     """
     if engine in ("onnxruntime", "onnx"):
         providers = [provider] if isinstance(provider, str) else list(provider)
         # CUDA/TensorRT sessions still need the CPU provider for unsupported nodes.
         if providers and providers[-1] != "CPUExecutionProvider":
             providers.append("CPUExecutionProvider")
-        return OnnxRunner(
+        runner: Runner = OnnxRunner(
             path,
             tokenizer_dir=tokenizer_dir,
             providers=providers,
@@ -343,8 +394,10 @@ def make_runner(
             inter_op_threads=inter_op_threads,
             max_length=max_length,
         )
+        runner.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["onnxruntime"]
+        return runner
     if engine in ("pytorch", "torch"):
-        return TorchRunner(
+        runner = TorchRunner(
             path,
             device=device,
             max_length=max_length,
@@ -353,4 +406,6 @@ def make_runner(
             inter_op_threads=inter_op_threads,
             tokenizer_dir=tokenizer_dir,
         )
+        runner.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["pytorch"]
+        return runner
     raise ValueError(f"unknown runner engine {engine!r}; allowed: onnxruntime, pytorch")

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest a request waits for its batch to fill")
     p.add_argument("--max-queue-size", type=int, default=d.max_queue_size,
                    help="requests waiting beyond this get 503")
+    p.add_argument("--max-queue-wait-ms", type=float, default=d.max_queue_wait_ms,
+                   help="admission by deadline: a request that does not fit in the next batch gets "
+                   "503 + Retry-After when its expected queue wait exceeds this (0 = off; "
+                   "onnxruntime/pytorch engines)")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
                    help="larger request bodies get 413")
     p.add_argument("--threads", type=int, default=d.threads,
@@ -63,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, choices=DEVICES, help="pytorch device")
     p.add_argument("--dtype", default=d.dtype, choices=DTYPES, help="pytorch weights dtype")
     p.add_argument("--max-length", type=int, default=d.max_length, help="tokenizer truncation (tokens)")
+    p.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens,
+                   help="padded tokens per model call: a batch's rows are sorted by length and "
+                   "split into calls of at most this (rows x longest row); default: the "
+                   "backend's (onnxruntime 512, pytorch 1024)")
     p.add_argument("--batch-delay-ms", type=float, default=d.batch_delay_ms,
                    help="diagnostics only: sleep this long per batch (simulates a slow model)")
     p.add_argument("--log-level", default=d.log_level,

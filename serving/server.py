@@ -3,17 +3,23 @@ only the runner differs, so the two engines are compared fairly.
 
 Starlette (ASGI) on uvicorn. Requests pass through:
 
-1. a body-size limit (413) and optional gzip/deflate request decoding;
-2. :mod:`serving.protocol` validation (4xx with ``{"error": reason}``);
-3. admission to a bounded queue (503 ``queue full`` when it already holds ``max_queue_size``
-   requests, counted in ``inference_rejected_total``);
-4. the :class:`Batcher`: a single task that closes a batch when it holds ``max_batch_size``
+1. admission by deadline, before the body is read or parsed (:func:`admit`): a request is
+   admitted when it joins the next batch, or when its expected queue wait (the rest of the
+   running batch + rows ahead × recent batch time ÷ recent batch rows) fits
+   ``max_queue_wait_ms``; otherwise 503 with ``Retry-After`` (``inference_shed_total{reason}``);
+2. a body-size limit (413) and optional gzip/deflate request decoding;
+3. :mod:`serving.protocol` validation (4xx with ``{"error": reason}``);
+4. a bounded queue (503 ``queue full`` when it already holds ``max_queue_size`` requests);
+5. the :class:`Batcher`: a single task that closes a batch when it holds ``max_batch_size``
    rows or its oldest request has waited ``max_queue_delay_ms``, runs the runner in one worker
    thread, and splits the rows back to their requests. While a batch runs, the next one fills
    up, so batches grow with load and stay at 1 when idle (adaptive dynamic batching).
 
 Metrics (Prometheus text at ``GET /metrics``): ``inference_requests_total`` (every infer POST),
-``inference_rejected_total`` (503s), ``inference_errors_total{code}`` (other non-200s),
+``inference_rejected_total`` (503s) and ``inference_shed_total{reason}`` (why),
+``inference_goodput_total`` (answered with a queue wait within the bound),
+``inference_expected_queue_wait_seconds`` (the last admission estimate),
+``inference_errors_total{code}`` (other non-200s),
 ``inference_batch_size`` (rows per executed batch), ``inference_rows_total``,
 ``inference_request_duration_seconds``, ``inference_batch_duration_seconds``,
 ``inference_queue_wait_seconds``, ``inference_queue_depth``, ``inference_model_info`` and the
@@ -28,8 +34,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-import zlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -49,7 +56,7 @@ from prometheus_client import (
 )
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -64,7 +71,41 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
 
 
 class Overloaded(Exception):
-    """The queue is full or the server is stopping (→ 503)."""
+    """The queue is full, the deadline cannot be met or the server is stopping (→ 503)."""
+
+    def __init__(self, reason: str, kind: str = "queue_full", retry_after_s: int = 1) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The admission decision for one request, with the numbers it rests on."""
+
+    admit: bool
+    expected_wait_s: float
+    #: whole seconds for ``Retry-After`` (HTTP wants delta-seconds, at least 1)
+    retry_after_s: int
+
+
+def admit(
+    *, queued_rows: float, running_left_s: float, batch_s: float, batch_rows: float,
+    max_batch_size: int, max_wait_s: float, rows: int = 1,
+) -> Admission:
+    """Admit a request of ``rows`` rows (1 when not parsed yet) or shed it.
+
+    Expected queue wait = what is left of the running batch + the rows ahead × the recent batch
+    time ÷ the recent rows per batch (both moving averages). A request that fits in the *next*
+    batch (``queued_rows + rows <= max_batch_size``) is always admitted: it is served as early as
+    any request can be, and a model whose one batch outlasts the bound still serves. Otherwise
+    the wait must fit ``max_wait_s`` (0 = no bound; only ``max_queue_size`` limits the queue).
+    Pure and cheap: it runs before the body is read.
+    """
+    per_row_s = batch_s / max(batch_rows, 1.0)
+    wait_s = max(running_left_s, 0.0) + max(queued_rows, 0.0) * per_row_s
+    ok = max_wait_s <= 0 or queued_rows + rows <= max_batch_size or wait_s <= max_wait_s
+    return Admission(ok, wait_s, max(1, math.ceil(wait_s)))
 
 
 @dataclass
@@ -90,6 +131,21 @@ class Metrics:
         self.rejected = Counter(
             "inference_rejected", "Inference requests answered 503 (queue full or stopping)",
             registry=r,
+        )
+        self.shed = Counter(
+            "inference_shed", "Inference requests answered 503, by reason (deadline: the "
+            "expected queue wait exceeds max_queue_wait_ms; queue_full; not_ready; stopping)",
+            ["reason"], registry=r,
+        )
+        for reason in ("deadline", "queue_full", "not_ready", "stopping"):
+            self.shed.labels(reason=reason)
+        self.goodput = Counter(
+            "inference_goodput", "Requests answered with their rows whose queue wait was within "
+            "max_queue_wait_ms (all answered ones when there is no bound)", registry=r,
+        )
+        self.expected_wait = Gauge(
+            "inference_expected_queue_wait_seconds",
+            "Expected queue wait computed by the last admission decision", registry=r,
         )
         self.errors = Counter(
             "inference_errors", "Inference requests answered with another error status",
@@ -118,6 +174,10 @@ class Metrics:
         self.queue_depth = Gauge(
             "inference_queue_depth", "Requests waiting for a batch", registry=r
         )
+        self.queue_rows = Gauge(
+            "inference_queue_rows", "Rows waiting for a batch (admitted, incl. being parsed)",
+            registry=r,
+        )
         info = Gauge(
             "inference_model_info", "The served model (value 1)", sorted(labels), registry=r
         )
@@ -130,15 +190,27 @@ class Metrics:
 class Batcher:
     """Adaptive dynamic batching over one runner executed in one worker thread."""
 
+    #: weight of the newest batch in the moving averages of batch time and rows
+    EWMA_ALPHA = 0.2
+
     def __init__(
         self, runner: Runner, metrics: Metrics, max_batch_size: int, max_queue_delay_ms: float,
-        max_queue_size: int,
+        max_queue_size: int, max_queue_wait_ms: float = 0.0, initial_batch_s: float = 0.0,
     ) -> None:
         self.runner = runner
         self.metrics = metrics
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_queue_delay_ms / 1000.0
         self.max_queue_size = max_queue_size
+        self.max_wait_s = max_queue_wait_ms / 1000.0
+        # Admission state: rows queued (submitted, not yet in a batch), requests admitted but
+        # not yet submitted (their body is being read/parsed; counted as one row each), and
+        # moving averages of the executed batches (seeded by the warm-up batch).
+        self.queued_rows = 0
+        self.reserved = 0
+        self.batch_s = float(initial_batch_s)
+        self.batch_rows = 1.0
+        self.running_since: float | None = None
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue_size)
         # One thread: runners are not thread-safe, and the model parallelises inside a call.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner")
@@ -165,14 +237,39 @@ class Batcher:
             leftovers.append(self.queue.get_nowait())
         for p in leftovers:
             if not p.future.done():
-                p.future.set_exception(Overloaded("server is shutting down"))
+                p.future.set_exception(Overloaded("server is shutting down", kind="stopping"))
         # Waits for a runner call still in progress, off the event loop.
         await asyncio.to_thread(self.executor.shutdown, True)
 
-    async def submit(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Queue ``texts`` (one request) and wait for its rows' ``(logits, labels)``."""
+    def admission(self, rows: int = 1) -> Admission:
+        """Decide on a request not read yet (see :func:`admit`); an admitted one holds a
+        reservation until :meth:`submit` or :meth:`release`."""
+        now = time.perf_counter()
+        running_left = 0.0 if self.running_since is None else self.batch_s - (now - self.running_since)
+        decision = admit(
+            queued_rows=self.queued_rows + self.reserved, running_left_s=running_left,
+            batch_s=self.batch_s, batch_rows=self.batch_rows, max_batch_size=self.max_batch_size,
+            max_wait_s=self.max_wait_s, rows=rows,
+        )
+        self.metrics.expected_wait.set(decision.expected_wait_s)
+        if decision.admit:
+            self.reserved += 1
+        return decision
+
+    def release(self) -> None:
+        """Drop the reservation of an admitted request that will not be submitted."""
+        self.reserved = max(0, self.reserved - 1)
+
+    async def submit(self, texts: list[str], reserved: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Queue ``texts`` (one request) and wait for its rows' ``(logits, labels)``.
+
+        ``reserved``: the request holds an admission reservation (:meth:`admission`), which this
+        turns into its queued rows.
+        """
+        if reserved:
+            self.release()
         if self.stopping:
-            raise Overloaded("server is shutting down")
+            raise Overloaded("server is shutting down", kind="stopping")
         pending = _Pending(texts, asyncio.get_running_loop().create_future())
         try:
             self.queue.put_nowait(pending)
@@ -181,7 +278,9 @@ class Batcher:
                 f"server overloaded: queue full ({self.max_queue_size} requests waiting, "
                 f"max_queue_size={self.max_queue_size}); retry later"
             ) from None
+        self.queued_rows += len(texts)
         self.metrics.queue_depth.set(self.queue.qsize())
+        self.metrics.queue_rows.set(self.queued_rows)
         return await pending.future
 
     async def _next(self, timeout_s: float | None) -> _Pending | None:
@@ -212,21 +311,27 @@ class Batcher:
                     break
                 batch.append(nxt)
                 rows += len(nxt.texts)
+            self.queued_rows -= rows
             self.metrics.queue_depth.set(self.queue.qsize())
+            self.metrics.queue_rows.set(self.queued_rows)
             # A client that went away (cancelled future) does not need its rows computed.
             batch = [p for p in batch if not p.future.done()]
             if not batch:
                 continue
             texts = [t for p in batch for t in p.texts]
             start = time.perf_counter()
+            on_time = []
             for p in batch:
-                self.metrics.queue_wait.observe(start - p.enqueued_s)
+                wait = start - p.enqueued_s
+                self.metrics.queue_wait.observe(wait)
+                on_time.append(self.max_wait_s <= 0 or wait <= self.max_wait_s)
+            self.running_since = start
             try:
                 logits, labels = await loop.run_in_executor(self.executor, self.runner.predict, texts)
             except asyncio.CancelledError:
                 for p in batch:
                     if not p.future.done():
-                        p.future.set_exception(Overloaded("server is shutting down"))
+                        p.future.set_exception(Overloaded("server is shutting down", kind="stopping"))
                 raise
             except Exception as e:  # the model failed: every request in the batch gets a 500
                 log.exception("runner failed on a batch of %d rows", len(texts))
@@ -234,25 +339,46 @@ class Batcher:
                     if not p.future.done():
                         p.future.set_exception(RuntimeError(f"model failed: {type(e).__name__}: {e}"))
                 continue
-            self.metrics.batch_duration.observe(time.perf_counter() - start)
+            finally:
+                self.running_since = None
+            took = time.perf_counter() - start
+            a = self.EWMA_ALPHA
+            self.batch_s = took if self.batch_s <= 0 else (1 - a) * self.batch_s + a * took
+            self.batch_rows = (1 - a) * self.batch_rows + a * len(texts)
+            self.metrics.batch_duration.observe(took)
             self.metrics.batch_size.observe(len(texts))
             self.metrics.rows.inc(len(texts))
             offset = 0
-            for p in batch:
+            for p, good in zip(batch, on_time, strict=True):
                 k = len(p.texts)
                 if not p.future.done():
                     p.future.set_result((logits[offset : offset + k], labels[offset : offset + k]))
+                    if good:
+                        self.metrics.goodput.inc()
                 offset += k
 
 
-def _error(status: int, reason: str) -> JSONResponse:
+_ADMISSION = "green_pipeline.admission"  # ASGI scope key: the front's admission decision
+
+
+def _shed_reason(decision: Admission, batcher: Batcher, settings: EngineSettings) -> str:
+    return (
+        f"server overloaded: expected queue wait {decision.expected_wait_s * 1000:.0f} ms "
+        f"exceeds max_queue_wait_ms={settings.max_queue_wait_ms:g} "
+        f"({batcher.queued_rows + batcher.reserved} rows ahead); retry later"
+    )
+
+
+def _error(status: int, reason: str, retry_after_s: int = 1) -> Response:
     # A 503 is transient by construction (queue full, warming up, stopping): say when to retry.
-    headers = {"retry-after": "1"} if status == 503 else None
-    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+    headers = {"retry-after": str(retry_after_s)} if status == 503 else None
+    return Response(orjson.dumps({"error": reason}), status_code=status, headers=headers,
+                    media_type="application/json")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all,
+    then undoing ``Content-Encoding`` under the same cap (:func:`protocol.decode_body`)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -264,40 +390,34 @@ async def _read_body(request: Request, limit: int) -> bytes:
                 f"request body of {declared_n} bytes exceeds max_body_bytes={limit}", status=413
             )
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise protocol.ProtocolError(
-                f"request body exceeds max_body_bytes={limit}", status=413
-            )
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").lower()
-    if encoding in ("gzip", "deflate"):
-        # Decompress with the same cap: a small bomb must not inflate past the limit.
-        d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-        try:
-            body = d.decompress(body, limit + 1)
-        except zlib.error as e:
-            raise protocol.ProtocolError(f"Content-Encoding {encoding}: corrupt body ({e})") from None
-        if len(body) > limit or d.unconsumed_tail:
-            raise protocol.ProtocolError(
-                f"decompressed body exceeds max_body_bytes={limit}", status=413
-            )
-        if not d.eof:  # a cut-off stream decompresses to a prefix without any zlib error
-            raise protocol.ProtocolError(f"Content-Encoding {encoding}: truncated body")
-    elif encoding != "identity":
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise protocol.ProtocolError(
+                    f"request body exceeds max_body_bytes={limit}", status=413
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client promised more than it sent and went away: nobody reads this answer, but
+        # it is the client's fault, counted as a 400 and not as a server error.
         raise protocol.ProtocolError(
-            f"Content-Encoding {encoding!r} is not supported; use identity, gzip or deflate",
-            status=415,
-        )
-    return body
+            f"client disconnected after {size} bytes of the body (Content-Length: {declared})"
+        ) from None
+    return protocol.decode_body(
+        b"".join(chunks), request.headers.get("content-encoding"), limit
+    )
 
 
 def create_app(
-    runner: Runner, settings: EngineSettings, engine: str, extra_metadata: dict | None = None
-) -> Starlette:
-    """The ASGI app serving ``runner`` under ``settings.model_name``."""
+    runner: Runner, settings: EngineSettings, engine: str, extra_metadata: dict | None = None,
+    initial_batch_s: float = 0.0,
+) -> Any:
+    """The ASGI app serving ``runner`` under ``settings.model_name`` (Starlette behind a small
+    ASGI front that sheds overloaded infer requests; ``.state.metrics`` holds the metrics).
+
+    ``initial_batch_s``: the warm-up batch's duration, the admission estimate until real batches
+    have run."""
     model_name = settings.model_name
     meta_params = {
         "engine": engine,
@@ -306,6 +426,7 @@ def create_app(
         "max_batch_size": settings.max_batch_size,
         "max_queue_delay_ms": settings.max_queue_delay_ms,
         "max_queue_size": settings.max_queue_size,
+        "max_queue_wait_ms": settings.max_queue_wait_ms,
         **runner.describe(),
         **(extra_metadata or {}),
     }
@@ -371,13 +492,24 @@ def create_app(
                 metrics.errors.labels(code="404").inc()
                 return bad
             if not state["ready"]:
-                raise Overloaded("model not ready")
-            body = await _read_body(request, settings.max_body_bytes)
-            req = protocol.parse_infer_request(
-                body, request.headers.get(protocol.HEADER_LENGTH),
-                max_batch_size=settings.max_batch_size,
-            )
-            logits, labels = await state["batcher"].submit(req.texts)
+                raise Overloaded("model not ready", kind="not_ready")
+            batcher: Batcher = state["batcher"]
+            # Decided on the queue alone: the body is neither read nor parsed for a shed request.
+            # (On the served model's infer paths the ASGI front below has decided already.)
+            decision = request.scope.get(_ADMISSION) or batcher.admission()
+            if not decision.admit:
+                raise Overloaded(_shed_reason(decision, batcher, settings), kind="deadline",
+                                 retry_after_s=decision.retry_after_s)
+            try:
+                body = await _read_body(request, settings.max_body_bytes)
+                req = protocol.parse_infer_request(
+                    body, request.headers.get(protocol.HEADER_LENGTH),
+                    max_batch_size=settings.max_batch_size,
+                )
+            except BaseException:
+                batcher.release()
+                raise
+            logits, labels = await batcher.submit(req.texts, reserved=True)
             payload, headers = protocol.build_infer_response(
                 model_name, MODEL_VERSION, req, logits, labels
             )
@@ -386,7 +518,8 @@ def create_app(
             return _error(e.status, e.reason)
         except Overloaded as e:
             metrics.rejected.inc()
-            return _error(503, str(e))
+            metrics.shed.labels(reason=e.kind).inc()
+            return _error(503, str(e), e.retry_after_s)
         except Exception as e:  # a model failure: answer it, keep serving
             metrics.errors.labels(code="500").inc()
             log.warning("infer failed: %s", e)
@@ -410,7 +543,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         batcher = Batcher(
             runner, metrics, settings.max_batch_size, settings.max_queue_delay_ms,
-            settings.max_queue_size,
+            settings.max_queue_size, settings.max_queue_wait_ms, initial_batch_s,
         )
         batcher.start()
         state["batcher"], state["ready"] = batcher, True
@@ -438,10 +571,38 @@ def create_app(
         ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.metrics = metrics
-    return app
+    infer_paths = {f"{m}/infer", f"{mv}/infer"}
+    infer_paths = {p.replace("{model}", model_name).replace("{version}", MODEL_VERSION)
+                   for p in infer_paths}
+
+    async def front(scope, receive, send) -> None:
+        """Sheds an infer request before Starlette sees it (no routing, no Request object, a
+        preformatted answer): under overload most requests end here, so this is the cost of a
+        503. Admitted ones go on with the decision attached (their reservation is held)."""
+        if (scope["type"] == "http" and scope["path"] in infer_paths
+                and scope["method"] == "POST" and state["ready"]):
+            batcher: Batcher = state["batcher"]
+            decision = batcher.admission()
+            if not decision.admit:
+                metrics.requests.inc()
+                metrics.rejected.inc()
+                metrics.shed.labels(reason="deadline").inc()
+                body = orjson.dumps({"error": _shed_reason(decision, batcher, settings)})
+                await send({"type": "http.response.start", "status": 503, "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(decision.retry_after_s).encode()),
+                ]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            scope = {**scope, _ADMISSION: decision}
+        await app(scope, receive, send)
+
+    front.state = app.state  # type: ignore[attr-defined]
+    return front
 
 
-def serve_app(app: Starlette, settings: EngineSettings) -> None:
+def serve_app(app: Any, settings: EngineSettings) -> None:
     """Run ``app`` on uvicorn in the foreground; SIGINT/SIGTERM shut it down gracefully."""
     import uvicorn
 
@@ -491,6 +652,7 @@ class RunnerEngine:
             provider=settings.provider,
             device=settings.device,
             dtype=settings.dtype,
+            max_batch_tokens=settings.max_batch_tokens,
         )
         if settings.batch_delay_ms > 0:
             runner = SlowRunner(runner, settings.batch_delay_ms)
@@ -507,8 +669,10 @@ class RunnerEngine:
                 f"`python -m serving.export --variant {settings.variant} --format {settings.format}`"
             )
         runner = self.build_runner(settings)
+        start = time.perf_counter()
         runner.predict(["int main(void) { return 0; }"])
-        serve_app(create_app(runner, settings, self.name), settings)
+        warm_s = time.perf_counter() - start
+        serve_app(create_app(runner, settings, self.name, initial_batch_s=warm_s), settings)
 
 
 __all__ = ["Batcher", "EngineUnavailable", "Metrics", "RunnerEngine", "create_app", "serve_app"]

@@ -43,6 +43,11 @@ class EngineSettings:
     max_queue_delay_ms: float = 5.0
     # Admission control: requests waiting (not yet in a running batch) beyond this get a 503.
     max_queue_size: int = 256
+    # Admission by deadline (onnxruntime/pytorch servers): a request that does not fit in the
+    # next batch is admitted only if its expected queue wait (rest of the running batch + rows
+    # ahead × recent batch time ÷ recent rows per batch) is at most this; else 503 +
+    # Retry-After, before its body is read. 0 = off (only max_queue_size bounds the queue).
+    max_queue_wait_ms: float = 100.0
     max_body_bytes: int = 4 * 1024 * 1024
     # Threads: intra-op (ORT intra_op_num_threads / torch.set_num_threads), inter-op.
     # None = the library default (all physical cores).
@@ -52,6 +57,9 @@ class EngineSettings:
     device: str = "cpu"  # pytorch only
     dtype: str = "float32"  # pytorch only
     max_length: int = 512  # tokenizer truncation (tokens)
+    # Rows of an executed batch are sorted by length and run in model calls of at most this
+    # many padded tokens (rows × longest row). None = the backend's default (runners.py).
+    max_batch_tokens: int | None = None
     # Test/diagnostic knob: sleep this long inside every executed batch (simulates a slow
     # model so that back-pressure can be exercised on a fast tiny one). 0 in real runs.
     batch_delay_ms: float = 0.0
@@ -75,6 +83,7 @@ class EngineSettings:
         need(self.max_batch_size >= 1, "max_batch_size", ">= 1")
         need(self.max_queue_delay_ms >= 0, "max_queue_delay_ms", ">= 0")
         need(self.max_queue_size >= 1, "max_queue_size", ">= 1")
+        need(self.max_queue_wait_ms >= 0, "max_queue_wait_ms", ">= 0 (0 = no deadline)")
         need(self.max_body_bytes >= 1024, "max_body_bytes", ">= 1024")
         need(self.threads is None or self.threads >= 1, "threads", ">= 1 or None")
         need(
@@ -86,6 +95,11 @@ class EngineSettings:
         need(self.device in DEVICES, "device", str(DEVICES))
         need(self.dtype in DTYPES, "dtype", str(DTYPES))
         need(8 <= self.max_length <= 1 << 16, "max_length", "8..65536")
+        need(
+            self.max_batch_tokens is None or self.max_batch_tokens >= 1,
+            "max_batch_tokens",
+            ">= 1 or None (the backend's default)",
+        )
         need(self.batch_delay_ms >= 0, "batch_delay_ms", ">= 0")
         need(
             self.log_level in ("critical", "error", "warning", "info", "debug"),

@@ -31,8 +31,11 @@ def metric(url: str, name: str, labels: str = "") -> float:
 
 @pytest.fixture(scope="module")
 def servers(serve_process, serving_root):
-    """Both engines, same settings (a 20 ms batching window so concurrency shows batches)."""
-    common = ("--max-queue-delay-ms", "20", "--max-batch-size", "16", "--max-length", "128")
+    """Both engines, same settings (a 20 ms batching window so concurrency shows batches; no
+    admission deadline: 16 clients of up to 3 rows may queue past one batch, and these tests
+    are about batching and the protocol — test_admission.py has the deadline)."""
+    common = ("--max-queue-delay-ms", "20", "--max-batch-size", "16", "--max-length", "128",
+              "--max-queue-wait-ms", "0")
     procs = {e: serve_process(e, serving_root, *common, wait=False) for e in ("onnxruntime", "pytorch")}
     return {e: sp.wait_ready().url for e, sp in procs.items()}
 
@@ -223,9 +226,11 @@ def test_bad_input_is_4xx_and_server_keeps_serving(servers, texts, engine):
 
 
 def test_overload_answers_503_counted_and_recovers(serve_process, serving_root):
-    # One row per batch, 800 ms each, at most 2 waiting: 12 simultaneous requests must overflow.
+    # One row per batch, 800 ms each, at most 2 waiting: 12 simultaneous requests must overflow
+    # (admission by deadline off: this is the queue-size bound; test_admission has the other).
     sp = serve_process("onnxruntime", serving_root, "--max-queue-size", "2", "--max-batch-size",
-                       "1", "--batch-delay-ms", "800", "--max-queue-delay-ms", "0")
+                       "1", "--batch-delay-ms", "800", "--max-queue-delay-ms", "0",
+                       "--max-queue-wait-ms", "0")
     url = sp.url
     body = {"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["int x;"]}]}
     with ThreadPoolExecutor(max_workers=12) as pool:

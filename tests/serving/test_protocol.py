@@ -116,3 +116,44 @@ def test_metadata_names_tensors():
     assert [i["name"] for i in meta["inputs"]] == ["TEXT"]
     assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("LOGITS", "FP32"), ("LABEL", "INT64")]
     assert meta["parameters"] == {"variant": "v0", "format": "onnx"}
+
+
+def test_deep_nesting_is_a_400_not_a_recursion_error():
+    for depth in (1_025, 100_000):
+        for body in (b"[" * depth + b"]" * depth,
+                     _json({"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES"}]})[:-3]
+                     + b', "data": ' + b"[" * depth + b'"x"' + b"]" * depth + b"}]}"):
+            with pytest.raises(ProtocolError) as e:
+                parse_infer_request(body)
+            assert e.value.status == 400 and "depth limit" in e.value.reason
+
+
+def test_decode_body_caps_and_checks_every_encoding():
+    import gzip
+    import zlib
+
+    body = _req(["int main() {}"])
+    assert protocol.decode_body(body, None, 4096) == body
+    assert protocol.decode_body(gzip.compress(body), "gzip", 4096) == body
+    assert protocol.decode_body(zlib.compress(body), "Deflate", 4096) == body
+    # RFC 1952: a gzip body may be several members; a deflate one is one stream.
+    assert protocol.decode_body(gzip.compress(body[:10]) + gzip.compress(body[10:]), "gzip", 4096) == body
+    cases = [
+        (gzip.compress(b" " * 10_000), "gzip", 413, "max_body_bytes=4096"),  # a bomb
+        (gzip.compress(b" " * 3000) * 2, "gzip", 413, "max_body_bytes=4096"),  # two members over
+        (gzip.compress(body)[:-4], "gzip", 400, "truncated"),
+        (b"not gzip", "gzip", 400, "corrupt"),
+        (gzip.compress(body) + b"junk", "gzip", 400, "corrupt"),
+        (zlib.compress(body) + b"junk", "deflate", 400, "after the end"),
+        (body, "br", 415, "allowed: identity, gzip, deflate"),
+    ]
+    for raw, enc, status, needle in cases:
+        with pytest.raises(ProtocolError) as e:
+            protocol.decode_body(raw, enc, 4096)
+        assert e.value.status == status and needle in e.value.reason, (enc, e.value.reason)
+
+
+def test_reasons_never_echo_a_huge_value():
+    with pytest.raises(ProtocolError) as e:
+        parse_infer_request(_req(["a"], datatype="X" * 100_000))
+    assert len(e.value.reason) < 200

@@ -168,23 +168,35 @@ def mean_ci95(values: Sequence[float]) -> tuple[float | None, list[float] | None
 
 def served_scores(records: Iterable[RequestRecord]) -> dict[str, Any]:
     """Served accuracy of the successful requests: :func:`study.metrics.classification_metrics`
-    (the same function that scores training) over every item whose prediction came back, with
-    ROC-AUC and pair accuracy when every such item also has a score."""
-    y: list[int] = []
-    p: list[int] = []
-    s: list[float] = []
-    pair: list[str | None] = []
+    (the same function that scores training), with ROC-AUC and pair accuracy when every item
+    also has a score.
+
+    When every item carries its example id (``pair`` + true label identify one BigVul example),
+    each distinct function counts **once** (its last prediction and score): a load test sends
+    the split round-robin, so a time window covers some functions more often than others, and
+    two engines serving the same model would otherwise report different accuracies for the
+    share of the split their window happened to cover. ``n_requests_scored`` counts every
+    scored item; ``n_scored`` the distinct ones. Without ids every item counts.
+    """
+    items: list[tuple[int, int, float | None, str | None]] = []
     for r in records:
         if not r.ok or len(r.pred) != len(r.true):
             continue
-        y.extend(r.true)
-        p.extend(r.pred)
-        if len(r.scores) == len(r.true):
-            s.extend(r.scores)
-        pair.extend(r.pairs if len(r.pairs) == len(r.true) else [None] * len(r.true))
-    full = len(s) == len(y)
-    return classification_metrics(y, p, s if full and y else None,
-                                  [None if x in (None, "-") else x for x in pair] if full else None)
+        scores = r.scores if len(r.scores) == len(r.true) else (None,) * len(r.true)
+        pairs = r.pairs if len(r.pairs) == len(r.true) else (None,) * len(r.true)
+        items.extend(zip(r.true, r.pred, scores, (None if x in (None, "-") else x for x in pairs),
+                         strict=True))
+    n_requests = len(items)
+    if items and all(pr is not None for *_, pr in items):
+        items = list({(pr, t): (t, p, sc, pr) for t, p, sc, pr in items}.values())
+    y = [t for t, *_ in items]
+    p = [q for _, q, _, _ in items]
+    s = [sc for _, _, sc, _ in items]
+    full = bool(items) and all(x is not None for x in s)
+    out = classification_metrics(y, p, s if full else None,
+                                 [pr for *_, pr in items] if full else None)
+    out["n_requests_scored"] = n_requests
+    return out
 
 
 # --------------------------------------------------------------------------- request records

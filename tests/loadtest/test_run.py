@@ -90,7 +90,8 @@ def test_closed_loop_run_writes_complete_summary(artifacts_root, tmp_path):
     assert inf["idle_w"] == pytest.approx(sum(idle["per_device_j"][d] / idle["per_device_covered_s"][d]
                                               for d in idle["per_device_j"]))
     assert s["load"]["users"] == 4 and s["load"]["model"] == "closed"
-    assert s["served"]["n_scored"] == s["requests"]["ok"]
+    assert s["served"]["n_requests_scored"] == s["requests"]["ok"]  # every answer scored
+    assert 0 < s["served"]["n_scored"] <= s["requests"]["ok"]  # each distinct function once
     names = {m for m in rep["marks"]}
     assert {"system_start", "ready", "idle_start", "idle_end", "warmup_start", "steady_start",
             "steady_end"} <= names

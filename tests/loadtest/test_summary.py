@@ -131,10 +131,14 @@ def test_served_scores_with_scores_and_pairs():
     recs = [
         RequestRecord(0.0, 0.01, True, "", 2, (1, 0), (1, 1), scores=(2.0, 1.0), pairs=("a", "a")),
         RequestRecord(0.0, 0.01, True, "", 2, (1, 0), (0, 1), scores=(0.1, 0.5), pairs=("b", "b")),
-        RequestRecord(0.0, 0.01, True, "", 1, (0,), (0,), scores=(-3.0,), pairs=("-",)),
+        RequestRecord(0.0, 0.01, True, "", 1, (0,), (0,), scores=(-3.0,), pairs=("c",)),  # no partner
     ]
     s = served_scores(recs)
     assert s["pair_accuracy"] == pytest.approx(0.5) and s["n_pairs"] == 2
+    # the same function served again counts once (its last answer), however often it was sent
+    again = served_scores([*recs, recs[0], recs[0]])
+    assert again["n_scored"] == 5 and again["n_requests_scored"] == 9
+    assert again["accuracy"] == s["accuracy"] and again["roc_auc"] == s["roc_auc"]
     # positives {2.0, 0.1} vs negatives {1.0, 0.5, -3.0}: 3 + 1 of 6 pairs ranked right
     assert s["roc_auc"] == pytest.approx(4 / 6)
 

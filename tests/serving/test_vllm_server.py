@@ -206,5 +206,5 @@ def test_short_load_test_ok_with_client_count_equal_to_server_count(vllm_server,
     req = rep["requests"]
     assert req["failed"] == 0 and req["ok"] > 0
     assert req["server_counted"] == req["client_counted"] == req["ok"], req
-    assert rep["served"]["n_scored"] == req["ok"] and rep["served"]["accuracy"] is not None
+    assert rep["served"]["n_requests_scored"] == req["ok"] and rep["served"]["accuracy"] is not None
     assert proc.poll() is None, tail()

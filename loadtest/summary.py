@@ -140,13 +140,6 @@ def co2_per_1k_g(
     return {k: g(per_1k_wh.get(k)) for k in ("gross", "net", *(k for k in per_1k_wh if k not in ("gross", "net")))}
 
 
-def idle_power_w(record: EnergyRecord | None) -> float | None:
-    """Mean power (W) of an idle-baseline window: ``gross_j / duration_s``."""
-    if record is None or record.gross_j is None or record.duration_s <= 0:
-        return None
-    return record.gross_j / record.duration_s
-
-
 # --------------------------------------------------------------------------- statistics
 
 

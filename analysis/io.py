@@ -1,5 +1,5 @@
 """Table writes and small readers shared by the analysis modules (JSON/text writers come from
-:mod:`energy.io`).
+:mod:`study.io`).
 
 Every result file is written to a temporary file in the same directory and then moved into
 place with ``os.replace``, so a reader (or a killed run) never sees half a file.
@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 # One atomic writer for every result file in the study.
-from energy.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401
-from energy.stats import get_path  # noqa: F401  (re-exported for the analysis modules)
+from study.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401
+from study.stats import get_path  # noqa: F401  (re-exported for the analysis modules)
 
 
 def _tmp_in(path: Path, suffix: str = ".tmp") -> tuple[int, str]:

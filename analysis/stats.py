@@ -15,7 +15,7 @@ Confidence intervals
   sums of independent terms. With 3–5 repeats a bootstrap has only a handful of distinct
   resamples, which is why it is not used.
 
-The t distribution, means with CIs and percentiles come from :mod:`energy.stats`, shared with
+The t distribution, means with CIs and percentiles come from :mod:`study.stats`, shared with
 training and the load tests.
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 # The t distribution, means with CIs and percentiles are shared with training and loadtest.
-from energy.stats import (  # noqa: F401  (re-exported: analysis.stats is this package's API)
+from study.stats import (  # noqa: F401  (re-exported: analysis.stats is this package's API)
     CONFIDENCE,
     Summary,
     betainc,

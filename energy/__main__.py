@@ -42,8 +42,8 @@ def cmd_meters(args: argparse.Namespace) -> int:
 
 
 def cmd_idle(args: argparse.Namespace) -> int:
-    from energy.io import write_json_atomic
     from energy.window import open_meters
+    from study.io import write_json_atomic
 
     with open_meters(args.meter, args.interval_s, country=args.country, gpus=args.gpus) as meters:
         idle_w = meters.measure_idle(args.seconds)
@@ -57,8 +57,8 @@ def cmd_idle(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from energy.io import write_json_atomic
     from energy.trace import read_marks, record_from_csv
+    from study.io import write_json_atomic
 
     if args.marks:
         _print([{"name": n, "t_unix_s": t} for n, t in read_marks(args.power_csv)])
@@ -86,7 +86,7 @@ def cmd_carbon(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from energy.environment import capture
+    from study.environment import capture
 
     _print(capture())
     return 0

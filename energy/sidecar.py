@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any
 
 from energy.config import MeterConfig
-from energy.io import write_json_atomic, write_text_atomic
 from energy.trace import MARK_COLUMNS, TraceWriter, marks_path, meters_path
 from energy.window import read_meters
+from study.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger("energy.sidecar")
 

@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results/gpu-validation", help="output directory")
     args = p.parse_args(argv)
 
-    from energy.environment import gpu_info
-    from energy.io import write_json_atomic, write_text_atomic
     from energy.registry import MeterUnavailable
     from energy.window import open_meters
+    from study.environment import gpu_info
+    from study.io import write_json_atomic, write_text_atomic
 
     try:
         import torch

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from energy.io import write_json_atomic
 from loadtest.run import ENGINES, RunConfig, run, utc_run_id
 from loadtest.shapes import specs_for
+from study.io import write_json_atomic
 
 DEFAULT_ENGINES = ("onnxruntime", "pytorch", "triton", "vllm")
 

@@ -21,25 +21,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from energy.attribution import CpuTimes
+from study.process import tree_pids  # noqa: F401 (re-exported for the phase runner)
 
 
 def _busy_s(ct: Any) -> float:
     d = ct._asdict()
     total = sum(d.values()) - d.get("guest", 0.0) - d.get("guest_nice", 0.0)
     return total - d.get("idle", 0.0) - d.get("iowait", 0.0)
-
-
-def tree_pids(root: int | None) -> list[int]:
-    """``root`` and its live descendants (empty when it is gone)."""
-    if root is None:
-        return []
-    import psutil
-
-    try:
-        p = psutil.Process(root)
-        return [root, *(c.pid for c in p.children(recursive=True))]
-    except psutil.Error:
-        return []
 
 
 class CpuAccountant:

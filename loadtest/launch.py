@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from energy.io import write_text_atomic
 from loadtest.config import (
     HEALTH_PATH,
     LOCUSTFILE,
@@ -34,64 +29,21 @@ from loadtest.config import (
 )
 from loadtest.cpu import affinity_preexec
 from loadtest.shapes import LoadSpec
-from study.process import stop_process
+from study.io import write_text_atomic
+from study.process import (
+    Launched,
+    NotReady,
+    child_env,
+    free_port,
+    http_get,
+)
 from study.prometheus import scrape_sum
-
-
-def free_port(consecutive: int = 1) -> int:
-    """A loopback TCP port that is free now, together with the ``consecutive - 1`` after it
-    (Triton takes HTTP on ``port``, gRPC on ``port + 1``, metrics on ``port + 2``)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + consecutive > 65535:
-            continue
-        try:
-            for q in range(port + 1, port + consecutive):
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                    s.bind(("127.0.0.1", q))
-        except OSError:
-            continue
-        return port
-    raise OSError(f"no {consecutive} consecutive free loopback ports found")
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of every child process: this repo importable, offline, few threads."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.update(extra or {})
-    return env
-
-
-def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
-    """(status, body) of a GET; status 0 when nothing answered."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, b""
-    except (urllib.error.URLError, OSError, ValueError):
-        return 0, b""
 
 
 def scrape_count(metrics_url: str, engine: str, model: str | None = None) -> float | None:
     """Requests the server has counted so far for ``model`` (``None`` when its metrics cannot be
     read)."""
     return scrape_sum(metrics_url, SERVER_COUNTERS.get(engine, SERVER_COUNTERS["default"]), model)
-
-
-def tail_line(path: Path, n: int = 3) -> str:
-    """The last non-empty lines of a log, joined, for one-line error messages."""
-    try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return " | ".join(lines[-n:])
 
 
 # --------------------------------------------------------------------------- Locust
@@ -159,26 +111,21 @@ def run_locust(
     cmd = [*common, *options, "--headless", "--host", url, *spec.locust_args(), "-t", f"{run_time}s",
            "--stop-timeout", str(stop_timeout), "--csv", str(csv_prefix), "--only-summary",
            "--exit-code-on-error", "0", "--logfile", str(rep_dir / f"locust-{phase}.log")]
-    log_fh = open(rep_dir / f"locust-{phase}.out", "ab")  # noqa: SIM115
-    workers: list[subprocess.Popen] = []
+    out_log = rep_dir / f"locust-{phase}.out"
     if cfg.workers > 0:
         port = free_port()
         cmd += ["--master", "--expect-workers", str(cfg.workers), "--master-bind-host", "127.0.0.1",
                 "--master-bind-port", str(port)]
     started = time.time()
     pin = affinity_preexec(cfg.client_cpus)
-    master = subprocess.Popen(cmd, env=env, stdout=log_fh, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                              preexec_fn=pin)
-    if cfg.workers > 0:
-        for i in range(cfg.workers):
-            workers.append(subprocess.Popen(
-                [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
-                 "--logfile", str(rep_dir / f"locust-{phase}-worker{i}.log")],
-                env=env, stdout=log_fh, stderr=subprocess.STDOUT, cwd=REPO_ROOT, preexec_fn=pin,
-            ))
+    master = Launched(cmd, name="Locust master", log=out_log, env=env, cwd=REPO_ROOT, preexec=pin).start()
+    workers = [Launched([*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
+                         "--logfile", str(rep_dir / f"locust-{phase}-worker{i}.log")],
+                        name=f"Locust worker {i}", log=out_log, env=env, cwd=REPO_ROOT, preexec=pin).start()
+               for i in range(cfg.workers)]
     procs = [master, *workers]
     if client_pids is not None:
-        client_pids.extend(p.pid for p in procs)
+        client_pids.extend(p.pid for p in procs if p.pid is not None)
     result = LocustPhase(None, started, started)
     bar = None
     t_first: float | None = None
@@ -191,25 +138,25 @@ def run_locust(
                    dynamic_ncols=True, file=sys.stderr)
     try:
         deadline = started + run_time + stop_timeout + 30.0 + (10.0 if cfg.workers else 0.0)
-        while master.poll() is None:
+        while master.alive():
             time.sleep(0.5)
             why = server_alive()
             if why and result.server_failure is None:
                 result.server_failure = why
                 result.stopped_early = why
-                stop_process(master, timeout_s=stop_timeout + 10)
+                master.stop(timeout_s=stop_timeout + 10)
                 break
             n_rec = None
             if max_requests is not None or bar is not None:
                 n_rec = _count_rows(sorted(records_dir.glob(f"requests-{phase}-*.csv")))
             if max_requests is not None and n_rec is not None and n_rec >= max_requests:
                 result.stopped_early = f"reached {max_requests} requests"
-                stop_process(master, timeout_s=stop_timeout + 10)
+                master.stop(timeout_s=stop_timeout + 10)
                 break
             done = stop_when() if stop_when is not None else None
             if done:
                 result.stopped_early = done
-                stop_process(master, timeout_s=stop_timeout + 10)
+                master.stop(timeout_s=stop_timeout + 10)
                 break
             if bar is not None:
                 if n_rec and t_first is None:
@@ -220,18 +167,16 @@ def run_locust(
                 bar.refresh()
             if time.time() > deadline:
                 result.stopped_early = "Locust did not stop by itself"
-                stop_process(master, timeout_s=10)
+                master.stop(timeout_s=10)
                 break
     finally:
         if bar is not None:
             bar.close()
-        stop_process(master, timeout_s=stop_timeout + 10)
+        master.stop(timeout_s=stop_timeout + 10)
         for w in workers:
-            try:
-                w.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                stop_process(w, timeout_s=5)
-        log_fh.close()
+            if w.wait(timeout_s=15) is None:
+                w.stop(timeout_s=5)
+            w.stop()
     result.exit_code = master.returncode
     result.ended_unix_s = time.time()
     if result.server_failure is None:
@@ -249,9 +194,9 @@ class Server:
 
     def __init__(self, cfg: RunConfig, rep_dir: Path) -> None:
         self.cfg = cfg
+        self.launched: Launched | None = None
         self.proc: subprocess.Popen | None = None
         self.log_path = rep_dir / "server.log"
-        self._log: Any = None
         self._dead_checks = 0
         default_metrics = None
         if cfg.url:
@@ -274,25 +219,24 @@ class Server:
                "--host", "127.0.0.1", "--port", str(self.port),
                "--artifacts-dir", self.cfg.artifacts_dir, "--model-name", self.cfg.model_name,
                *self.cfg.server_args]
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
         env = child_env({"CUDA_VISIBLE_DEVICES": self.cfg.gpus} if self.cfg.gpus is not None else None)
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=REPO_ROOT, start_new_session=True,
-                                     preexec_fn=affinity_preexec(self.cfg.server_cpus))
-        write_text_atomic(self.log_path.with_name("server.pid"), f"{self.proc.pid}\n")
+        self.launched = Launched(cmd, name="server", log=self.log_path, env=env, cwd=REPO_ROOT,
+                                 preexec=affinity_preexec(self.cfg.server_cpus)).start()
+        self.proc = self.launched.proc
+        write_text_atomic(self.log_path.with_name("server.pid"), f"{self.launched.pid}\n")
 
     def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RepeatFailed(
-                    f"server exited with code {self.proc.returncode} before it was ready: "
-                    f"{tail_line(self.log_path)} (see {self.log_path})"
-                )
-            if http_get(self.health_url)[0] == 200:
-                return
-            time.sleep(0.2)
-        raise RepeatFailed(f"server not ready after {timeout_s:.0f} s at {self.health_url} (see {self.log_path})")
+        if self.launched is None:  # attached: the URL must answer within the timeout
+            deadline = time.monotonic() + timeout_s
+            while http_get(self.health_url)[0] != 200:
+                if time.monotonic() > deadline:
+                    raise RepeatFailed(f"server not ready after {timeout_s:.0f} s at {self.health_url}")
+                time.sleep(0.2)
+            return
+        try:
+            self.launched.wait_ready(url=self.health_url, timeout_s=timeout_s, poll_s=0.2)
+        except NotReady as e:
+            raise RepeatFailed(str(e)) from None
 
     def failure(self) -> str | None:
         """Why the server is not serving any more, or None."""
@@ -307,20 +251,6 @@ class Server:
         return f"server at {self.url} stopped answering health checks" if self._dead_checks >= 3 else None
 
     def stop(self) -> int | None:
-        if self._log is not None and self.proc is None:
-            self._log.close()  # Popen itself failed
-        if self.proc is None:
-            return None
-        rc = stop_process(self.proc, timeout_s=20)
         # The server leads its own process group: children it started (PyTriton's
         # tritonserver, a build step) must not outlive it, even when it was SIGKILLed.
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            time.sleep(1.0)
-        self._log.close()
-        return rc
-
-
+        return self.launched.stop(timeout_s=20) if self.launched is not None else None

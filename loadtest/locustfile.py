@@ -242,7 +242,7 @@ def prepare_run(environment) -> dict[str, Any]:
 
 def _write_meta(run: dict[str, Any]) -> None:
     if run.get("run_dir"):
-        from energy.io import write_json_atomic
+        from study.io import write_json_atomic
 
         write_json_atomic(Path(run["run_dir"]) / "meta.json", run)
 
@@ -374,7 +374,7 @@ def _write_energy_files(environment) -> None:
     """``energy.csv`` + ``energy.json`` in the run directory and ``<--csv prefix>_energy.csv``."""
     if STATE.role == "worker" or STATE.energy is None or not STATE.run:
         return
-    from energy.io import write_json_atomic, write_text_atomic
+    from study.io import write_json_atomic, write_text_atomic
 
     snap = energy_snapshot()
     text = live.figures_csv(snap["figures"])
@@ -404,7 +404,7 @@ def _on_quit(**_kw) -> None:
     html_file = getattr(getattr(env, "parsed_options", None), "html_file", None)
     if STATE.role != "worker" and html_file and Path(html_file).exists() and STATE.run:
         # Locust writes the --html report before it fires `quit`: add the Energy section.
-        from energy.io import write_text_atomic
+        from study.io import write_text_atomic
 
         report = Path(html_file).read_text(encoding="utf-8")
         write_text_atomic(html_file, live.inject_html(report, energy_snapshot()["figures"]))

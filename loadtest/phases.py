@@ -27,12 +27,10 @@ from typing import Any
 from energy.attribution import attribute
 from energy.base import EnergyRecord
 from energy.carbon import grid_intensity_info
-from energy.environment import capture
 from energy.integrate import idle_power_per_device
-from energy.io import write_json_atomic, write_text_atomic
 from loadtest.config import INTERRUPTED, RECORDS_SUBDIR, RepeatFailed, RunConfig
 from loadtest.cpu import CpuAccountant, tree_pids
-from loadtest.launch import LocustPhase, Server, _count_rows, run_locust, scrape_count, tail_line
+from loadtest.launch import LocustPhase, Server, _count_rows, run_locust, scrape_count
 from loadtest.shapes import LoadSpec
 from loadtest.stability import StabilityMonitor
 from loadtest.summary import (
@@ -42,6 +40,9 @@ from loadtest.summary import (
     read_request_records,
     request_span,
 )
+from study.environment import capture
+from study.io import write_json_atomic, write_text_atomic
+from study.process import tail_line
 
 # The idle baseline's two halves may differ by this much (relative to their mean) before the
 # baseline is flagged ``idle_not_stationary``.

@@ -34,7 +34,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from energy.io import write_json_atomic, write_text_atomic
 from loadtest.config import (  # noqa: F401  (re-exported: the CLI's public names)
     DEFAULT_FORMAT,
     ENGINES,
@@ -45,10 +44,11 @@ from loadtest.config import (  # noqa: F401  (re-exported: the CLI's public name
     utc_run_id,
 )
 from loadtest.cpu import parse_cpus
-from loadtest.launch import child_env, free_port, http_get  # noqa: F401
 from loadtest.phases import run_repeat
 from loadtest.shapes import LoadSpec, specs_for
 from loadtest.summary import DEFAULT_LATE_THRESHOLD_MS, DEFAULT_MAX_ERROR_RATE, aggregate_repeats
+from study.io import write_json_atomic, write_text_atomic
+from study.process import child_env, free_port, http_get  # noqa: F401
 from study.prometheus import parse_prometheus_sum  # noqa: F401
 
 

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from energy import stats
 from energy.base import J_PER_WH, EnergyRecord, combine_kinds
-from energy.stats import get_path, percentile
+from study import stats
 from study.metrics import classification_metrics
 from study.schema import LoadSummary
+from study.stats import get_path, percentile
 
 PERCENTILES = (50, 90, 95, 99)
 # A steady window whose samples cover less than this share is degraded (kept, never averaged

@@ -159,7 +159,7 @@ def bench_server(engine: str, texts: list[str], args) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    from energy.stats import percentiles
+    from study.stats import percentiles
 
     return {"setup": f"{engine} server", "engine": engine, "kind": "server", "rows": len(texts),
             "duration_s": elapsed_s, "rows_per_s": len(texts) / elapsed_s,
@@ -234,10 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = EngineSettings(variant=args.variant, artifacts_dir=args.artifacts_dir)
     args.artifacts_dir = str(settings.root)
 
-    from energy.environment import capture
-    from energy.io import write_json_atomic
     from serving.engines import get_engine
     from serving.serve import ensure_artifacts
+    from study.environment import capture
+    from study.io import write_json_atomic
 
     paths = {}
     for engine in ("onnxruntime", "pytorch"):

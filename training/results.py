@@ -20,12 +20,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from energy import stats
 from energy.base import combine_kinds
-from energy.io import write_json_atomic
-from energy.stats import get_path, set_path
+from study import stats
+from study.io import write_json_atomic
 from study.metrics import METRIC_NAMES, at_chance
 from study.schema import TrainingResult
+from study.stats import get_path, set_path
 
 STAGES = ("data", "architecture", "training", "system", "inference")
 EXPORT = "export"  # v9's in-run ONNX export: its own window, not a stage

@@ -36,8 +36,8 @@ from typing import Any
 import pandas as pd
 
 from energy.base import J_PER_KWH
-from energy.io import write_json_atomic
 from energy.window import recorded_window
+from study.io import write_json_atomic
 from study.metrics import METRIC_NAMES, at_chance
 from training.config import (
     Config,
@@ -756,7 +756,7 @@ def run_variant(variant: str, cfg: Config, *, repeats: int = 1, paths: RunPaths 
     result dict (``status`` ok/failed). Raises :class:`Refused` (after writing a failed
     result.json) when the variant cannot run here. Flagged repeats (resumed, tokenisation
     cache hit) are left out of the means unless ``include_flagged``."""
-    from energy.environment import capture
+    from study.environment import capture
 
     paths = paths or RunPaths(variant)
     paths.variant_dir.mkdir(parents=True, exist_ok=True)

@@ -75,8 +75,8 @@ def run_export(
     raised as :class:`ParityError`. :class:`ExportUnavailable` (no TensorRT/GPU here) is raised
     before anything is written.
     """
-    from energy.environment import capture
-    from energy.io import write_json_atomic
+    from study.environment import capture
+    from study.io import write_json_atomic
 
     ctx = ExportContext(variant, fmt, artifacts_dir, max_length=max_length, options=dict(options or {}))
     if not (ctx.model_dir / "config.json").exists():

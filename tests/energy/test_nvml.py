@@ -257,7 +257,7 @@ def test_sidecar_gpus_option_records_the_chosen_board(tmp_path):
 
 
 def test_environment_block_lists_uuids_and_the_visible_devices(fake, monkeypatch):
-    from energy.environment import gpu_info
+    from study.environment import gpu_info
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     info = gpu_info()

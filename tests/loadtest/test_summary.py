@@ -7,7 +7,6 @@ import math
 import pytest
 
 from energy.base import Reading
-from energy.stats import t_crit  # noqa: E402
 from energy.trace import TraceWriter, record_from_csv
 from loadtest.summary import (
     RequestRecord,
@@ -25,6 +24,7 @@ from loadtest.summary import (
     served_scores,
     write_request_records,
 )
+from study.stats import t_crit  # noqa: E402
 
 T0 = 1_700_000_000.0
 

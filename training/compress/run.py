@@ -31,8 +31,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from energy.base import J_PER_KWH
-from energy.io import write_json_atomic
 from energy.window import recorded_window
+from study.io import write_json_atomic
 from training.compress.base import (
     ALLOWED,
     COMPRESSION_FILE,
@@ -180,7 +180,7 @@ def compress(parent: str, method: str | MethodSpec, *, results_dir: str | os.Pat
     anything is measured or written) and re-raises any failure after writing ``result.json``
     with ``status: failed`` and one line why (no artifact is left behind).
     """
-    from energy.environment import capture
+    from study.environment import capture
     from training.train import Busy, variant_lock
 
     spec = method if isinstance(method, MethodSpec) else parse_method(method)

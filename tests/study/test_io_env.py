@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from energy.base import EnergyRecord
-from energy.environment import capture
-from energy.io import write_json_atomic
+from study.environment import capture
+from study.io import write_json_atomic
 
 
 def test_write_json_atomic_round_trip(tmp_path):

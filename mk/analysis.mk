@@ -15,7 +15,6 @@
 # SWEEP_ACCURACY (the objectives: auto = server→net→gross Wh/1k when serving, else training kWh;
 # mcc where present, else f1).
 
-RESULTS_DIR      ?= results
 REPORT_DIR       ?= $(RESULTS_DIR)/report
 SLO_P99_MS       ?= 500
 ACCURACY_METRIC  ?= mcc

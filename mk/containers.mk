@@ -10,7 +10,6 @@
 # nvidia-smi exists). The docker-* targets need a Docker engine with Compose v2; compose-check
 # needs neither (it validates statically, with Debian's docker-compose and a Compose v2 binary).
 
-RUNTIME ?= local
 ifeq ($(filter $(RUNTIME),local docker),)
 $(error RUNTIME=$(RUNTIME) is invalid; allowed: local docker)
 endif

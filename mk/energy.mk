@@ -1,9 +1,9 @@
 # Energy meter layer (energy/). Variables: METER (auto | nvml | rapl | estimate | codecarbon |
 # replay:<csv>, joined with '+'), COUNTRY (ISO-3 for CodeCarbon), and below.
-OUT      ?= results/power/power.csv
+OUT      ?= $(RESULTS_DIR)/power/power.csv
 INTERVAL ?= 0.1
 IDLE_S   ?= 10
-IDLE_OUT ?= results/power/idle.json
+IDLE_OUT ?= $(RESULTS_DIR)/power/idle.json
 
 .PHONY: sidecar idle meters
 sidecar: $(STAMP) ## run the power sidecar until Ctrl-C: OUT=results/power/power.csv INTERVAL=0.1 (marks: POST /mark, port in OUT's .port file)

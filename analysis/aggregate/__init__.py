@@ -35,27 +35,15 @@ Modules: :mod:`~analysis.aggregate.columns` (what is read, setting names),
 
 from analysis.aggregate.cli import main
 from analysis.aggregate.columns import (
-    CI_NOTE,
-    LOAD_METRICS,
-    SETTING_COLUMNS,
-    STAGES,
-    TRAIN_METRICS,
-    canonical_variant,
-    load_label,
+           LOAD_METRICS,
+           SETTING_COLUMNS,
+           STAGES,
+           TRAIN_METRICS,
+           canonical_variant,
+           load_label,
 )
 from analysis.aggregate.core import Aggregate, aggregate
-from analysis.aggregate.load import collect_load
-from analysis.aggregate.summary import (
-    energy_label,
-    failed_table,
-    serve_key,
-    summarise_serve,
-    summarise_train,
-)
-from analysis.aggregate.train import collect_train
+from analysis.aggregate.summary import energy_label, serve_key
 
-__all__ = [
-    "CI_NOTE", "LOAD_METRICS", "SETTING_COLUMNS", "STAGES", "TRAIN_METRICS", "Aggregate", "aggregate",
-    "canonical_variant", "collect_load", "collect_train", "energy_label", "failed_table", "load_label", "main",
-    "serve_key", "summarise_serve", "summarise_train",
-]
+__all__ = ["LOAD_METRICS", "SETTING_COLUMNS", "STAGES", "TRAIN_METRICS", "Aggregate", "aggregate", "canonical_variant",
+           "energy_label", "load_label", "main", "serve_key"]

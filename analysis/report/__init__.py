@@ -14,41 +14,11 @@ Modules: :mod:`~analysis.report.analyses` (options and the analyses), :mod:`~ana
 order, the HTML page and the Markdown), :mod:`~analysis.report.cli` (``build_report``, ``main``).
 """
 
-from analysis.report.analyses import (
-    ACCURACY_FLOOR,
-    SERVE_METRIC_LABEL,
-    ReportOptions,
-    accuracy_floor,
-    analyse,
-    chance_flag,
-    effective_serve_metric,
-)
+from analysis.report.analyses import ReportOptions, analyse, chance_flag
 from analysis.report.cli import build_report, main
-from analysis.report.format import (
-    Builder,
-    Section,
-    esc,
-    fmt,
-    fmt_ci,
-    fmt_pct,
-    html_table,
-    md_table,
-    metric_ci,
-    note,
-)
-from analysis.report.render import (
-    CSS,
-    SECTION_IDS,
-    SECTIONS,
-    build_sections,
-    render_html,
-    render_md,
-)
+from analysis.report.format import Builder, Section, fmt, fmt_ci, fmt_pct
+from analysis.report.render import SECTION_IDS, SECTIONS
 from analysis.report.sections_results import serving_plot_points
 
-__all__ = [
-    "ACCURACY_FLOOR", "CSS", "SECTIONS", "SECTION_IDS", "SERVE_METRIC_LABEL", "Builder", "ReportOptions", "Section",
-    "accuracy_floor", "analyse", "build_report", "build_sections", "chance_flag", "effective_serve_metric", "esc",
-    "fmt", "fmt_ci", "fmt_pct", "html_table", "main", "md_table", "metric_ci", "note", "render_html", "render_md",
-    "serving_plot_points",
-]
+__all__ = ["SECTIONS", "SECTION_IDS", "Builder", "ReportOptions", "Section", "analyse", "build_report", "chance_flag",
+           "fmt", "fmt_ci", "fmt_pct", "main", "serving_plot_points"]

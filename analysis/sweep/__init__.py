@@ -48,64 +48,29 @@
   rewritten after every trial; the report's sweep section reads them.
 """
 
-from analysis.sweep.cli import main, run_workers
-from analysis.sweep.export import export_study, trial_row
-from analysis.sweep.objective import (
-    ACCURACY,
-    NOT_METRICS,
-    PIPELINE_ACCURACY,
-    PIPELINE_ENERGY,
-    SERVE_ENERGY,
-    TRAIN_ENERGY,
-    TrialFailed,
-    flatten_metrics,
-    make_objective,
-    pipeline_metrics,
-    resolve_metric,
-    run_worker,
-)
+from analysis.sweep.cli import main
+from analysis.sweep.export import export_study
+from analysis.sweep.objective import TrialFailed, run_worker
 from analysis.sweep.space import (
-    DEFAULT_SPACE,
-    RunSpec,
-    SearchSpace,
-    SpaceError,
-    load_space,
-    overlay_keys,
-    space_fingerprint,
-    suggest,
-    variant_choices,
+           DEFAULT_SPACE,
+           RunSpec,
+           SearchSpace,
+           SpaceError,
+           load_space,
+           space_fingerprint,
+           suggest,
+           variant_choices,
 )
-from analysis.sweep.storage import (
-    AUTO,
-    DEFAULT_STUDY,
-    SAMPLERS,
-    RetryStaleTrial,
-    SweepConfig,
-    SweepError,
-    TrialSeededRandomSampler,
-    default_storage,
-    make_sampler,
-    open_storage,
-    open_study,
-)
+from analysis.sweep.storage import SAMPLERS, SweepConfig, SweepError, make_sampler, open_study
 from analysis.sweep.trial import (
-    Runner,
-    compress_command,
-    die_with_parent,
-    find_result,
-    load_command,
-    params_of,
-    run_one,
-    subprocess_runner,
-    train_command,
+           Runner,
+           compress_command,
+           load_command,
+           subprocess_runner,
+           train_command,
 )
 
-__all__ = [
-    "ACCURACY", "AUTO", "DEFAULT_SPACE", "DEFAULT_STUDY", "NOT_METRICS", "PIPELINE_ACCURACY", "PIPELINE_ENERGY",
-    "SAMPLERS", "SERVE_ENERGY", "TRAIN_ENERGY", "RetryStaleTrial", "RunSpec", "Runner", "SearchSpace", "SpaceError",
-    "SweepConfig", "SweepError", "TrialFailed", "TrialSeededRandomSampler", "compress_command", "default_storage",
-    "die_with_parent", "export_study", "find_result", "flatten_metrics", "load_command", "load_space", "main",
-    "make_objective", "make_sampler", "open_storage", "open_study", "overlay_keys", "params_of", "pipeline_metrics",
-    "resolve_metric", "run_one", "run_worker", "run_workers", "space_fingerprint", "subprocess_runner", "suggest",
-    "train_command", "trial_row", "variant_choices",
-]
+__all__ = ["DEFAULT_SPACE", "SAMPLERS", "RunSpec", "Runner", "SearchSpace", "SpaceError", "SweepConfig", "SweepError",
+           "TrialFailed", "compress_command", "export_study", "load_command", "load_space", "main", "make_sampler",
+           "open_study", "run_worker", "space_fingerprint", "subprocess_runner", "suggest", "train_command",
+           "variant_choices"]

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.io import as_float, get_path, read_json
+from study.paths import Paths
 
 # Columns read from a compression result.json (dotted keys).
 COLUMNS = (
@@ -34,16 +35,17 @@ COLUMNS = (
 )
 
 
-def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """One row per ``compress/<variant>/result.json`` and the failed/unreadable ones as
-    failed-table rows (``stage: compress``)."""
-    root = Path(results_dir) / "compress"
+def collect(results: Paths | str | Path | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """One row per ``<results>/compress/<variant>/result.json`` and the failed/unreadable ones as
+    failed-table rows (``stage: compress``); ``results`` is the layout or its results root."""
+    paths = results if isinstance(results, Paths) else Paths.from_env(results=results)
+    root = paths.compress_root
     rows: list[dict[str, Any]] = []
     problems: list[dict[str, Any]] = []
     if not root.is_dir():
         return pd.DataFrame(rows), problems
     for path in sorted(root.glob("*/result.json")):
-        rel = str(path.relative_to(results_dir))
+        rel = str(path.relative_to(paths.results))
         try:
             obj = read_json(path)
         except (OSError, ValueError) as e:

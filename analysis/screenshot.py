@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from study.paths import Paths
+
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -123,12 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.screenshot",
                                  description="Render the HTML report in headless Chromium, save a screenshot "
                                              "and check that every report section is present.")
-    ap.add_argument("html", nargs="?", default="results/report/index.html", help="report to render")
+    ap.add_argument("html", nargs="?", default=None,
+                    help="report to render (default: index.html in <results root>/report; the results root is "
+                         "$RESULTS_DIR, else results)")
     ap.add_argument("--out", default=None, help="PNG path (default: screenshot.png beside the report)")
     ap.add_argument("--width", type=int, default=1280, help="window width [px]")
     ap.add_argument("--height", type=int, default=9000, help="window height [px] (tall enough for the whole report)")
     ap.add_argument("--timeout-s", type=float, default=120.0, help="per Chromium call")
     a = ap.parse_args(argv)
+    if a.html is None:
+        a.html = str(Paths.from_env().report / "index.html")
     out = Path(a.out) if a.out else Path(a.html).with_name("screenshot.png")
     if not find_chromium():
         print("no chromium on PATH: install it (Debian: apt-get install chromium) to check the report",

@@ -23,6 +23,7 @@ from typing import Any
 
 from analysis.io import write_json_atomic, write_text_atomic
 from energy.base import J_PER_KWH, J_PER_WH
+from study.paths import Paths
 from study.schema import LoadSummary, TrainingResult
 
 T0 = 1_764_000_000.0  # a fixed epoch so files are reproducible
@@ -142,35 +143,36 @@ def load_summary(engine: str, variant: str, run_id: str, k: int, rng: random.Ran
 
 
 def write_tree(out: str | Path, seed: int = 0) -> Path:
-    """Write the synthetic tree under ``out`` and return it."""
-    out = Path(out)
+    """Write the synthetic tree under the results root ``out`` (laid out by
+    :class:`study.paths.Paths`, as the real stages write it) and return the root."""
+    paths = Paths.from_env(results=out)
     rng = random.Random(seed)
     # training: three repeats for most variants
     for v in ("v0", "v2", "v7", "v8", "v2+v7", "v2+v7+v8"):
         ids = [f"{v.replace('+', '_')}-r{i}" for i in range(1, 4)]
         reps = [train_result(v, rid, rng) for rid in ids]
         for rid, r in zip(ids, reps, strict=True):
-            write_json_atomic(out / "train" / v / "runs" / rid / "result.json", r)
+            write_json_atomic(paths.train_run(v, rid) / "result.json", r)
         mean = train_result(v, ids[-1], rng, repeats=ids)
         for k in mean["energy_kwh"]:
             mean["energy_kwh"][k] = sum(r["energy_kwh"][k] for r in reps) / len(reps)
         mean["f1"] = sum(r["f1"] for r in reps) / len(reps)
-        write_json_atomic(out / "train" / v / "result.json", mean)
+        write_json_atomic(paths.train_result(v), mean)
     # one variant with a single run and no runs/ folder → n = 1, no CI
-    write_json_atomic(out / "train" / "v1" / "result.json", train_result("v1", "v1-only", rng))
+    write_json_atomic(paths.train_result("v1"), train_result("v1", "v1-only", rng))
     # a failed variant
-    write_json_atomic(out / "train" / "v13" / "result.json", {
+    write_json_atomic(paths.train_result("v13"), {
         "status": "failed", "failure_reason": "RuntimeError: synthetic failure (layer pruning)",
         "variant": "v13", "run_id": "v13-r1", "environment": {"synthetic": True}})
     # a repeat folder without a result (killed run)
-    (out / "train" / "v0" / "runs" / "v0-killed").mkdir(parents=True, exist_ok=True)
+    paths.train_run("v0", "v0-killed").mkdir(parents=True, exist_ok=True)
 
     # load runs
     t = T0
     for engine, variants in (("onnxruntime", ("v0", "v2", "v7", "v2+v7")), ("pytorch", ("v0", "v2+v7"))):
         for v in variants:
             run_id = f"{engine}-{v.replace('+', '_')}-run1"
-            run_dir = out / "load" / f"{engine}__{v}" / run_id
+            run_dir = paths.load_run(engine, v, run_id)
             reps = []
             for k in (1, 2, 3):
                 s, windows = load_summary(engine, v, run_id, k, rng, t)
@@ -185,12 +187,12 @@ def write_tree(out: str | Path, seed: int = 0) -> Path:
             top["energy_per_1k_wh"] = {g: sum(r["energy_per_1k_wh"][g] for r in reps) / 3 for g in ("gross", "net")}
             write_json_atomic(run_dir / "summary.json", top)
     # a failed load run and an incomplete one
-    write_json_atomic(out / "load" / "triton__v0" / "triton-v0-run1" / "summary.json", {
+    write_json_atomic(paths.load_run("triton", "v0", "triton-v0-run1") / "summary.json", {
         "status": "failed", "failure_reason": "server did not become ready within 60 s (synthetic)",
         "run_id": "triton-v0-run1", "engine": "triton", "variant": "v0", "format": "onnx",
         "environment": {"synthetic": True}})
-    (out / "load" / "onnxruntime__v0" / "killed-run").mkdir(parents=True, exist_ok=True)
-    return out
+    paths.load_run("onnxruntime", "v0", "killed-run").mkdir(parents=True, exist_ok=True)
+    return paths.results
 
 
 def main(argv: list[str] | None = None) -> int:

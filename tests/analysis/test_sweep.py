@@ -33,6 +33,7 @@ from analysis.sweep import (
     run_worker,
     suggest,
 )
+from study.paths import Paths
 
 SPACE = SearchSpace(base_variant="v0", overlays=["v1", "v2", "v7", "v8"], min_overlays=0, max_overlays=2,
                     set={"training.tiny_learning_rate": [1e-4, 5e-4], "data.tiny_max_length": [128, 256]},
@@ -65,7 +66,9 @@ class FakeTrainer:
         variant = arg["--variant"]
         log_path.write_text("fake trainer\n")
         if cmd[2] == "loadtest.run":
-            d = Path(arg["--results-dir"]) / f"onnxruntime__{variant}" / arg["--run-id"]
+            # --results-dir is the trial's results root; the load test writes below its load/
+            d = Paths(Path(arg["--artifacts-dir"]), Path(arg["--results-dir"])).load_run("onnxruntime", variant,
+                                                                                         arg["--run-id"])
             d.mkdir(parents=True)
             n = variant.count("+") + (variant != "v0")
             (d / "summary.json").write_text(json.dumps({
@@ -153,6 +156,10 @@ def test_train_command_matches_the_training_cli_contract(tmp_path):
     assert cmd[cmd.index("--results-dir") + 1] == str(tmp_path / s.run_id)
     assert cmd[cmd.index("--artifacts-dir") + 1] == str(tmp_path / s.run_id / "artifacts")
     assert len([c for c in cmd if c == "--set"]) == len(s.set)
+    # the load test gets the trial's results root (it writes <root>/load/<engine>__<variant>/<run_id>/)
+    load = sweep.load_command(s, tmp_path / s.run_id, SPACE, python="python")
+    assert load[load.index("--results-dir") + 1] == str(tmp_path / s.run_id)
+    assert load[load.index("--artifacts-dir") + 1] == str(tmp_path / s.run_id / "artifacts")
 
 
 def test_study_has_n_trials_with_attributes_and_the_pareto_set(tmp_path):

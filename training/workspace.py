@@ -15,9 +15,8 @@ import hashlib
 import json
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from study.paths import REPO_ROOT, Paths
 
@@ -30,38 +29,29 @@ LOCK_FILE = ".lock"
 # -- paths --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RunPaths:
-    """Where one variant's training files go: a view over :class:`~study.paths.Paths`
-    (roots from the arguments, else ``$ARTIFACTS`` / ``$RESULTS_DIR``, else the defaults)."""
+class VariantPaths:
+    """Where one run of a variant writes: its model directory and its results folder
+    (``result.json`` and the run lock), a view over :class:`~study.paths.Paths`."""
 
-    variant: str
-    paths: Paths = field(default_factory=Paths.from_env)
+    def __init__(self, variant: str, variant_dir: Path, paths: Paths) -> None:
+        self.variant = variant
+        self.paths = paths
+        self.variant_dir = variant_dir
+        self.artifact_dir = paths.model_dir(variant)
+        self.result = variant_dir / RESULT_FILE
 
-    @property
-    def variant_dir(self) -> Path:
-        """``<results>/train/<variant>/`` (also holds the run lock and the progress log)."""
-        return self.paths.train(self.variant)
 
-    @property
-    def artifact_dir(self) -> Path:
-        return self.paths.model_dir(self.variant)
+class RunPaths(VariantPaths):
+    """One variant's training files (roots from ``paths``, else ``$ARTIFACTS`` /
+    ``$RESULTS_DIR``, else the defaults): ``<results>/train/<variant>/`` also holds the
+    progress log, the runs and the checkpoints."""
 
-    @property
-    def result(self) -> Path:
-        return self.paths.train_result(self.variant)
-
-    @property
-    def progress_log(self) -> Path:
-        return self.variant_dir / PROGRESS_LOG
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.paths.train_runs(self.variant)
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.paths.checkpoints(self.variant)
+    def __init__(self, variant: str, paths: Paths | None = None) -> None:
+        paths = paths or Paths.from_env()
+        super().__init__(variant, paths.train(variant), paths)
+        self.progress_log = self.variant_dir / PROGRESS_LOG
+        self.runs_dir = paths.train_runs(variant)
+        self.checkpoints_dir = paths.checkpoints(variant)
 
     def run_result(self, run_id: str) -> Path:
         return self.paths.train_run(self.variant, run_id) / RESULT_FILE
@@ -77,15 +67,8 @@ class Busy(RuntimeError):
     """Another process is training (or compressing) the same variant into the same results root."""
 
 
-class Locked(Protocol):
-    variant: str
-
-    @property
-    def variant_dir(self) -> Path: ...
-
-
 @contextmanager
-def variant_lock(paths: Locked):
+def variant_lock(paths: VariantPaths):
     """Hold ``<paths.variant_dir>/.lock`` (flock) for the run; :class:`Busy` (naming the
     holder's pid) when another process holds it. Released when the process dies."""
     import fcntl

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from study.paths import Paths
-from training.workspace import RESULT_FILE
+from training.workspace import VariantPaths
 
 COMPRESSION_FILE = "compression.json"  # beside a compressed artifact's weights
 
@@ -123,37 +123,18 @@ def compressed_name(parent: str, spec: MethodSpec) -> str:
 # -- paths ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CompressPaths:
-    """Where one compression reads and writes: a view over :class:`study.paths.Paths`."""
+class CompressPaths(VariantPaths):
+    """Where one compression reads (the parent's model and training result) and writes
+    (``<parent>@<method>``'s model and ``<results>/compress/<parent>@<method>/``)."""
 
-    parent: str
-    spec: MethodSpec
-    paths: Paths = field(default_factory=Paths.from_env)
-
-    @property
-    def variant(self) -> str:
-        return compressed_name(self.parent, self.spec)
-
-    @property
-    def parent_model_dir(self) -> Path:
-        return self.paths.model_dir(self.parent)
-
-    @property
-    def parent_result(self) -> Path:
-        return self.paths.train_result(self.parent)
-
-    @property
-    def artifact_dir(self) -> Path:
-        return self.paths.model_dir(self.variant)
-
-    @property
-    def variant_dir(self) -> Path:  # the results folder (also holds the run lock)
-        return self.paths.compress(self.variant)
-
-    @property
-    def result(self) -> Path:
-        return self.variant_dir / RESULT_FILE
+    def __init__(self, parent: str, spec: MethodSpec, paths: Paths | None = None) -> None:
+        paths = paths or Paths.from_env()
+        variant = compressed_name(parent, spec)
+        super().__init__(variant, paths.compress(variant), paths)
+        self.parent = parent
+        self.spec = spec
+        self.parent_model_dir = paths.model_dir(parent)
+        self.parent_result = paths.train_result(parent)
 
 
 # -- what a method gets and returns -------------------------------------------------------------

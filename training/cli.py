@@ -1,8 +1,21 @@
-"""What the training and compression CLIs share: one-line errors and SIGTERM as an interrupt."""
+"""What the training and compression CLIs share: the two root options, one-line errors and
+SIGTERM as an interrupt."""
 
 from __future__ import annotations
 
+import argparse
 import signal
+
+from study.paths import ARTIFACTS_ENV, DEFAULT_ARTIFACTS, DEFAULT_RESULTS, RESULTS_ENV
+
+
+def add_root_options(p: argparse.ArgumentParser) -> None:
+    """``--results-dir`` and ``--artifacts-dir``: the two roots of :mod:`study.paths` (None →
+    ``Paths.from_env`` reads the environment, then the defaults)."""
+    p.add_argument("--results-dir", default=None,
+                   help=f"results root (default: ${RESULTS_ENV}, else {DEFAULT_RESULTS}/ in the repository)")
+    p.add_argument("--artifacts-dir", default=None,
+                   help=f"artifacts root (default: ${ARTIFACTS_ENV}, else {DEFAULT_ARTIFACTS}/ in the repository)")
 
 
 def one_line(e: BaseException, expected: tuple[type[BaseException], ...] = ()) -> str:

@@ -27,8 +27,8 @@ import sys
 from contextlib import nullcontext
 from typing import Any
 
-from study.paths import ARTIFACTS_ENV, DEFAULT_ARTIFACTS, DEFAULT_RESULTS, RESULTS_ENV, Paths
-from training.cli import sigterm_as_interrupt
+from study.paths import Paths
+from training.cli import add_root_options, sigterm_as_interrupt
 from training.config import ConfigError, describe_overlay, discover_variants, resolve
 from training.results import REQUIRED_KEYS
 from training.runtime import LAUNCHED_ENV, Refused, is_worker, plan, probe_hardware, rank
@@ -62,10 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=os.environ.get("INCLUDE_FLAGGED", "").lower() in ("1", "true", "yes"),
                    help="average flagged repeats too (resumed from a checkpoint, tokenisation cache hit); "
                         "default: left out of the means and CIs, listed in 'excluded' (env INCLUDE_FLAGGED=1)")
-    p.add_argument("--results-dir", default=None,
-                   help=f"results root (default: ${RESULTS_ENV}, else {DEFAULT_RESULTS}/ in the repository)")
-    p.add_argument("--artifacts-dir", default=None,
-                   help=f"artifacts root (default: ${ARTIFACTS_ENV}, else {DEFAULT_ARTIFACTS}/ in the repository)")
+    add_root_options(p)
     p.add_argument("--list", action="store_true", help="list every variant and what it changes, then exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and plan as JSON, then exit")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (and tracebacks on failure)")

@@ -33,8 +33,8 @@ from typing import Any
 from energy.base import J_PER_KWH
 from energy.window import recorded_window
 from study.io import write_json_atomic
-from study.paths import ARTIFACTS_ENV, DEFAULT_ARTIFACTS, DEFAULT_RESULTS, RESULTS_ENV, Paths
-from training.cli import one_line, sigterm_as_interrupt
+from study.paths import Paths
+from training.cli import add_root_options, one_line, sigterm_as_interrupt
 from training.compress.base import (
     ALLOWED,
     COMPRESSION_FILE,
@@ -349,10 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=512, help="served max length for flops_per_request")
     p.add_argument("--country", default=os.environ.get("COUNTRY", "FRA"), help="grid region for CO₂")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--results-dir", default=None,
-                   help=f"results root (default: ${RESULTS_ENV}, else {DEFAULT_RESULTS}/ in the repository)")
-    p.add_argument("--artifacts-dir", default=None,
-                   help=f"artifacts root (default: ${ARTIFACTS_ENV}, else {DEFAULT_ARTIFACTS}/ in the repository)")
+    add_root_options(p)
     p.add_argument("--check", action="store_true", help="only validate --variant/--method (no parent needed)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     return p

@@ -7,9 +7,9 @@
 #   make compress VARIANT=v0 METHOD=distill-1             a 1-layer student trained on v0's logits
 #   make load ENGINE=onnxruntime VARIANT=v0@structured-25 (compresses first when missing)
 #
-# Writes artifacts/<VARIANT>@<METHOD>/model/ and results/compress/<VARIANT>@<METHOD>/result.json.
+# Writes $(ARTIFACTS)/<VARIANT>@<METHOD>/model/ and $(RESULTS_DIR)/compress/<VARIANT>@<METHOD>/result.json.
 # Knobs: METHOD, FINETUNE_STEPS (empty = the method's default), COMPRESS_IDLE_S (3), COMPRESS_ARGS.
-# The parent is trained first when artifacts/<VARIANT>/model/ is missing.
+# The parent is trained first when $(ARTIFACTS)/<VARIANT>/model/ is missing.
 
 METHOD          ?=
 FINETUNE_STEPS  ?=

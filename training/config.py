@@ -54,7 +54,7 @@ class DataConfig:
 @dataclass
 class TinyModelConfig:
     # Sized so one epoch over the embedded sample trains in minutes on 2 busy CPU cores
-    # (training.model.TINY_DEFAULTS, a little larger, stays the default of build_tiny_model()).
+    # (training.model.TINY_DEFAULTS, the same keys a little larger, is build_tiny_model()'s default).
     hidden_size: int = 64
     num_hidden_layers: int = 2
     num_attention_heads: int = 2

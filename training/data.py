@@ -25,14 +25,15 @@ SPLITS = ("train", "validation", "test")
 
 @dataclass
 class ExampleStats:
-    """What :func:`make_examples` kept and dropped, for the result file."""
+    """What :func:`make_examples` kept and dropped; the result file's ``data`` section lists the
+    fields in this order."""
 
     rows: int = 0
+    paired_negatives: int = 0
     examples_before_dedup: int = 0
     dropped_empty: int = 0
     dropped_duplicates: int = 0
     dropped_conflicting: int = 0
-    paired_negatives: int = 0
     examples: int = 0
     notes: list[str] = field(default_factory=list)
 

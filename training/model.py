@@ -12,8 +12,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from training.config import TinyModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +24,10 @@ LABELS = {0: "safe", 1: "vulnerable"}
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 # Small enough to train in minutes on 2 CPU cores, large enough to learn something.
-TINY_DEFAULTS: dict[str, Any] = {
-    "hidden_size": 128,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "intermediate_size": 256,
-    "max_position_embeddings": 512,
-    "global_attn_every_n_layers": 2,
-    "local_attention": 64,
-    "vocab_size": 4096,
-}
+# build_tiny_model()'s default: the config's tiny model (training.config.TinyModelConfig, the
+# one list of its keys), a little larger
+TINY_DEFAULTS: dict[str, Any] = asdict(TinyModelConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                                                       intermediate_size=256, max_position_embeddings=512))
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, max_length: int = 512):

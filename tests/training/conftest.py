@@ -43,18 +43,19 @@ def _one_thread():
 def run_tiny(tmp_path: Path, monkeypatch):
     """``run_tiny("v2", extra_sets=[...], repeats=1)`` → (result dict, RunPaths), in-process.
     Each test has its own tokenisation cache (tmp_path), so cache hits are the test's own."""
-    from training import train
+    from study.paths import Paths
     from training.config import resolve
     from training.train import RunPaths, run_variant
+    from training.workspace import CACHE_ENV
 
-    monkeypatch.setattr(train, "TOKENIZE_CACHE", tmp_path / "cache" / "datasets")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
 
     def run(variant: str, extra_sets=(), repeats: int = 1, hw=None, include_flagged: bool = False):
         sets = list(TINY_SETS)
         if "v8" in variant.split("+"):
             sets.remove("data.tiny_max_length=64")  # v8's own trimmed length (64) applies
         cfg = resolve(variant, [*sets, *extra_sets])
-        paths = RunPaths(variant, tmp_path / "results", tmp_path / "artifacts")
+        paths = RunPaths(variant, Paths(artifacts=tmp_path / "artifacts", results=tmp_path / "results"))
         res = run_variant(variant, cfg, repeats=repeats, paths=paths, hw=hw, include_flagged=include_flagged)
         return res, paths
 

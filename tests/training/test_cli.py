@@ -108,9 +108,10 @@ def test_sigkill_mid_training_then_rerun_resumes(cli_env, tmp_path, tiny_sets):
 
 
 def test_second_concurrent_run_of_a_variant_is_refused(cli_env, tmp_path):
-    from training.train import RunPaths, variant_lock
+    from study.paths import Paths
+    from training.workspace import RunPaths, variant_lock
 
-    paths = RunPaths("v0", tmp_path / "results", tmp_path / "artifacts")
+    paths = RunPaths("v0", Paths(artifacts=tmp_path / "artifacts", results=tmp_path / "results"))
     with variant_lock(paths):
         r = _cli(["--variant", "v0", "--results-dir", str(tmp_path / "results")], cli_env())
     assert r.returncode == 1 and "another training run of v0" in r.stderr and f"pid {os.getpid()}" in r.stderr

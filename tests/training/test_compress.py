@@ -28,12 +28,13 @@ FAST = {"idle_s": 0.0, "meter": "estimate", "calibration_n": 8, "threads": 1}
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
     """A trained tiny v0 under ``<tmp>/artifacts`` and ``<tmp>/results``."""
+    from study.paths import Paths
     from training.config import resolve
     from training.train import RunPaths, run_variant
 
     root = tmp_path_factory.mktemp("compress")
     cfg = resolve("v0", TINY_SETS)
-    res = run_variant("v0", cfg, paths=RunPaths("v0", root / "results", root / "artifacts"))
+    res = run_variant("v0", cfg, paths=RunPaths("v0", Paths(artifacts=root / "artifacts", results=root / "results")))
     assert res["status"] == "ok", res.get("failure_reason")
     return root
 

@@ -151,7 +151,7 @@ def test_tokenisation_cache_hit_flags_the_repeat_and_keeps_it_out_of_the_means(r
 def test_tokenize_keeps_only_model_columns_and_reports_cache_hits(tmp_path):
     from training.data import load_split
     from training.model import train_tokenizer
-    from training.train import tokenize
+    from training.workspace import tokenize
 
     test = load_split("test").head(12)
     assert "pair" in test.columns

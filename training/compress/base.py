@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from study.paths import Paths
+from training.workspace import VariantPaths
+
 COMPRESSION_FILE = "compression.json"  # beside a compressed artifact's weights
 
 # family → (module, what the number after "-" means); the registry is resolved on use.
@@ -120,50 +123,18 @@ def compressed_name(parent: str, spec: MethodSpec) -> str:
 # -- paths ------------------------------------------------------------------------------------
 
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+class CompressPaths(VariantPaths):
+    """Where one compression reads (the parent's model and training result) and writes
+    (``<parent>@<method>``'s model and ``<results>/compress/<parent>@<method>/``)."""
 
-
-def _root(p: str | os.PathLike) -> Path:
-    p = Path(p)
-    return p if p.is_absolute() else REPO_ROOT / p
-
-
-@dataclass
-class CompressPaths:
-    """Where one compression reads and writes (relative roots are taken from the repo root)."""
-
-    parent: str
-    spec: MethodSpec
-    results_dir: Path = Path("results")
-    artifacts_dir: Path = Path("artifacts")
-
-    def __post_init__(self) -> None:
-        self.results_dir = _root(self.results_dir)
-        self.artifacts_dir = _root(self.artifacts_dir)
-
-    @property
-    def variant(self) -> str:
-        return compressed_name(self.parent, self.spec)
-
-    @property
-    def parent_model_dir(self) -> Path:
-        return self.artifacts_dir / self.parent / "model"
-
-    @property
-    def parent_result(self) -> Path:
-        return self.results_dir / "train" / self.parent / "result.json"
-
-    @property
-    def artifact_dir(self) -> Path:
-        return self.artifacts_dir / self.variant / "model"
-
-    @property
-    def variant_dir(self) -> Path:  # the results folder (also holds the run lock)
-        return self.results_dir / "compress" / self.variant
-
-    @property
-    def result(self) -> Path:
-        return self.variant_dir / "result.json"
+    def __init__(self, parent: str, spec: MethodSpec, paths: Paths | None = None) -> None:
+        paths = paths or Paths.from_env()
+        variant = compressed_name(parent, spec)
+        super().__init__(variant, paths.compress(variant), paths)
+        self.parent = parent
+        self.spec = spec
+        self.parent_model_dir = paths.model_dir(parent)
+        self.parent_result = paths.train_result(parent)
 
 
 # -- what a method gets and returns -------------------------------------------------------------
@@ -207,7 +178,7 @@ class Outcome:
 
 def tokenized_train(ctx: Context):
     """The parent's training split tokenised as training did (cached by ``datasets``)."""
-    from training.train import tokenize
+    from training.workspace import tokenize
 
     ds, _ = tokenize(ctx.tokenizer, ctx.train_texts, ctx.train_labels, ctx.max_length, ctx.cfg.data.padding)
     return ds
@@ -222,13 +193,14 @@ def finetune(model, ctx: Context, steps: int, loss_fn=None, lr: float | None = N
     """
     import tempfile
 
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer
     from transformers.utils import logging as hf_logging
+
+    from training.stages.training import trainer_arguments
 
     if steps <= 0:
         return {"steps": 0}
     hf_logging.set_verbosity_warning()
-    tr = ctx.cfg.training
     ds = tokenized_train(ctx)
 
     class _Trainer(Trainer):
@@ -239,18 +211,12 @@ def finetune(model, ctx: Context, steps: int, loss_fn=None, lr: float | None = N
             return (loss, outputs) if return_outputs else loss
 
     with tempfile.TemporaryDirectory(prefix="gps-compress-") as tmp:
-        args = TrainingArguments(
-            output_dir=tmp, max_steps=int(steps), per_device_train_batch_size=tr.per_device_train_batch_size,
-            gradient_accumulation_steps=tr.gradient_accumulation_steps,
-            learning_rate=lr if lr is not None else ctx.cfg.learning_rate, warmup_steps=0.1,
-            weight_decay=tr.weight_decay, seed=ctx.seed, data_seed=ctx.seed, logging_strategy="steps",
-            logging_steps=max(1, min(10, steps)), save_strategy="no", eval_strategy="no", report_to=[],
-            use_cpu=ctx.device == "cpu", disable_tqdm=os.environ.get("GPS_NO_PROGRESS") == "1",
-            remove_unused_columns=False,
-        )
+        args = trainer_arguments(ctx.cfg, tmp, ctx.seed, use_cpu=ctx.device == "cpu", max_steps=int(steps),
+                                 learning_rate=lr if lr is not None else ctx.cfg.learning_rate,
+                                 warmup_steps=0.1, logging_steps=max(1, min(10, steps)), save_strategy="no")
         trainer = _Trainer(model=model, args=args, train_dataset=ds,
                            data_collator=DataCollatorWithPadding(ctx.tokenizer), processing_class=ctx.tokenizer)
-        trainer.model_accepts_loss_kwargs = False  # see training.train: ModernBERT averages itself
+        trainer.model_accepts_loss_kwargs = False  # see training.stages.training: ModernBERT averages itself
         out = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"steps": trainer.state.global_step, "final_loss": losses[-1] if losses else None,

@@ -1,12 +1,13 @@
 """Compress a trained variant into a new one, with the compression step's own energy measured.
 
 ``python -m training.compress --variant v0 --method magnitude-50 [--finetune-steps N]``
-(or ``--variant v0@magnitude-50``) reads ``artifacts/v0/model/`` and writes
+(or ``--variant v0@magnitude-50``) reads ``<artifacts>/v0/model/`` and writes (layout:
+:mod:`study.paths`)
 
-* ``artifacts/v0@magnitude-50/model/`` — safetensors + tokenizer + ``split.json`` (the parent's
+* ``<artifacts>/v0@magnitude-50/model/`` — safetensors + tokenizer + ``split.json`` (the parent's
   split) + ``compression.json``, loadable with ``AutoModelForSequenceClassification``; written
   to a temporary sibling and renamed into place, so a killed run leaves no half-written model;
-* ``results/compress/v0@magnitude-50/result.json`` — ``energy_kwh.compress`` (the step itself:
+* ``<results>/compress/v0@magnitude-50/result.json`` — ``energy_kwh.compress`` (the step itself:
   pruning/quantising/fine-tuning/distilling, window ``compress``) with its source and kind,
   its duration, ``size_mb``, ``params``, ``nonzero_params``, ``sparsity``,
   ``flops_per_request``, ``accuracy``/``f1``/``mcc`` on the parent's test split, and the
@@ -27,12 +28,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from energy.base import J_PER_KWH
 from energy.window import recorded_window
 from study.io import write_json_atomic
+from study.paths import Paths
+from training.cli import add_root_options, one_line, sigterm_as_interrupt
 from training.compress.base import (
     ALLOWED,
     COMPRESSION_FILE,
@@ -56,13 +58,13 @@ WINDOWS = ("evaluate_parent", "compress", "evaluate", "save")
 
 
 def _one_line(e: BaseException) -> str:
-    msg = " ".join(str(e).split()) or type(e).__name__
-    return msg if isinstance(e, CompressError) else f"{type(e).__name__}: {msg}"
+    return one_line(e, (CompressError,))
 
 
-def check_inputs(parent: str, method: str, artifacts_dir: str | os.PathLike = "artifacts",
-                 results_dir: str | os.PathLike = "results", need_trained: bool = True) -> CompressPaths:
-    """Validate the method and the parent before anything is measured; one-line errors."""
+def check_inputs(parent: str, method: str, artifacts_dir: str | os.PathLike | None = None,
+                 results_dir: str | os.PathLike | None = None, need_trained: bool = True) -> CompressPaths:
+    """Validate the method and the parent before anything is measured; one-line errors. Roots:
+    the arguments, else ``$ARTIFACTS`` / ``$RESULTS_DIR``, else the defaults (:mod:`study.paths`)."""
     from training.config import ConfigError, split_compressed, split_variant
 
     spec = parse_method(method)
@@ -74,7 +76,7 @@ def check_inputs(parent: str, method: str, artifacts_dir: str | os.PathLike = "a
         split_variant(parent)  # an unknown parent name: one line listing the valid ones
     except ConfigError as e:
         raise CompressError(f"parent: {e}") from None
-    paths = CompressPaths(parent, spec, Path(results_dir), Path(artifacts_dir))
+    paths = CompressPaths(parent, spec, Paths.from_env(artifacts=artifacts_dir, results=results_dir))
     if need_trained and not (paths.parent_model_dir / "config.json").exists():
         raise CompressError(f"parent {parent} is not trained: {paths.parent_model_dir} is missing; "
                             f"train it first (make train VARIANT={parent})")
@@ -170,8 +172,8 @@ def _fill_energy(result: dict[str, Any], records: dict[str, Any], durations: dic
         result["idle_w"] = meters.idle_w
 
 
-def compress(parent: str, method: str | MethodSpec, *, results_dir: str | os.PathLike = "results",
-             artifacts_dir: str | os.PathLike = "artifacts", finetune_steps: int | None = None,
+def compress(parent: str, method: str | MethodSpec, *, results_dir: str | os.PathLike | None = None,
+             artifacts_dir: str | os.PathLike | None = None, finetune_steps: int | None = None,
              meter: str | None = None, idle_s: float = 3.0, seed: int | None = None, calibration_n: int = 32,
              serving_max_length: int = 512, country: str = "FRA", threads: int = 0, meters=None) -> dict[str, Any]:
     """Compress ``parent`` with ``method`` and write the artifact and ``result.json``.
@@ -181,7 +183,7 @@ def compress(parent: str, method: str | MethodSpec, *, results_dir: str | os.Pat
     with ``status: failed`` and one line why (no artifact is left behind).
     """
     from study.environment import capture
-    from training.train import Busy, variant_lock
+    from training.workspace import Busy, variant_lock
 
     spec = method if isinstance(method, MethodSpec) else parse_method(method)
     paths = check_inputs(parent, spec.text, artifacts_dir, results_dir)
@@ -195,7 +197,7 @@ def compress(parent: str, method: str | MethodSpec, *, results_dir: str | os.Pat
     result = empty_result(paths, run_id)
     result.update(config=cfg.to_dict(), country=country, finetune_steps=steps)
     try:
-        lock = variant_lock(SimpleNamespace(variant_dir=paths.variant_dir, variant=paths.variant))
+        lock = variant_lock(paths)
         lock.__enter__()
     except Busy as e:
         raise CompressError(str(e)) from None
@@ -236,7 +238,7 @@ def _run(paths: CompressPaths, spec: MethodSpec, cfg, parent_res: dict[str, Any]
     from transformers.utils import logging as hf_logging
 
     from training.data import SPLIT_FILE
-    from training.train import save_artifact_atomically
+    from training.stages.system import save_artifact_atomically
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -347,20 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=512, help="served max length for flops_per_request")
     p.add_argument("--country", default=os.environ.get("COUNTRY", "FRA"), help="grid region for CO₂")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--results-dir", default=os.environ.get("RESULTS_DIR", "results"), help="default: results")
-    p.add_argument("--artifacts-dir", default=os.environ.get("ARTIFACTS_DIR", "artifacts"), help="default: artifacts")
+    add_root_options(p)
     p.add_argument("--check", action="store_true", help="only validate --variant/--method (no parent needed)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     return p
-
-
-def _sigterm_as_interrupt() -> None:
-    import signal
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"interrupted by signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = check_inputs(parent, method, args.artifacts_dir, args.results_dir, need_trained=False)
             print(paths.variant)
             return 0
-        _sigterm_as_interrupt()
+        sigterm_as_interrupt()
         res = compress(parent, method, results_dir=args.results_dir, artifacts_dir=args.artifacts_dir,
                        finetune_steps=args.finetune_steps, meter=args.meter, idle_s=args.idle_s, seed=args.seed,
                        calibration_n=args.calibration_n, serving_max_length=args.max_length,

@@ -31,46 +31,46 @@ DESCRIPTION = ("Serve a trained variant over the Open Inference Protocol v2 (mod
                "BYTES [batch,1] → LOGITS FP32 [batch,2], LABEL INT64 [batch]). Builds the model/export "
                "first when missing; Ctrl-C stops it.")
 _DEFAULT_FORMATS = ", ".join(f"{n}→{f.default_format}" for n, f in FACTS.items())
-#: ``--option``: (help, choices) for each EngineSettings field; type and default come from the
-#: dataclass itself, so the CLI cannot drift from the settings.
-OPTIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {
-    "engine": ("serving stack", tuple(sorted(ENGINES))),
-    "variant": ("variant (<artifacts>/<variant>/)", None),
-    "format": (f"export to serve (default: the engine's: {_DEFAULT_FORMATS})", FORMATS),
-    "host": ("bind address (loopback by default)", None),
-    "port": ("TCP port", None),
-    "artifacts_dir": ("artifacts root (default $ARTIFACTS, else artifacts/)", None),
-    "model_name": ("served model name", None),
-    "max_batch_size": ("rows per executed batch (and per request)", None),
-    "max_queue_delay_ms": ("longest a request waits for its batch to fill", None),
-    "max_queue_size": ("requests waiting beyond this get 503", None),
-    "max_queue_wait_ms": ("admission by deadline: a request that does not fit in the next batch gets 503 + "
-                          "Retry-After when its expected queue wait exceeds this (0 = off; onnxruntime/pytorch "
-                          "engines)", None),
-    "max_body_bytes": ("larger request bodies get 413", None),
-    "threads": ("intra-op threads (ORT intra_op_num_threads / torch.set_num_threads); default: library's", None),
-    "inter_op_threads": ("inter-op threads", None),
-    "provider": ("onnxruntime execution provider", PROVIDERS),
-    "device": ("pytorch device", DEVICES),
-    "dtype": ("pytorch weights dtype", DTYPES),
-    "max_length": ("tokenizer truncation (tokens)", None),
-    "max_batch_tokens": ("padded tokens per model call: a batch's rows are sorted by length and split into "
-                         "calls of at most this (rows x longest row); default: the backend's (onnxruntime "
-                         "512, pytorch 1024)", None),
-    "batch_delay_ms": ("diagnostics only: sleep this long per batch (simulates a slow model)", None),
-    "log_level": ("log level", LOG_LEVELS),
-}
+#: ``--option`` help, one ``field: text`` line per EngineSettings field; type and default come
+#: from the dataclass itself, so the CLI cannot drift from the settings.
+HELP = f"""
+engine: serving stack
+variant: variant (<artifacts>/<variant>/)
+format: export to serve (default: the engine's: {_DEFAULT_FORMATS})
+host: bind address (loopback by default)
+port: TCP port
+artifacts_dir: artifacts root (default $ARTIFACTS, else artifacts/)
+model_name: served model name
+max_batch_size: rows per executed batch (and per request)
+max_queue_delay_ms: longest a request waits for its batch to fill
+max_queue_size: requests waiting beyond this get 503
+max_queue_wait_ms: admission by deadline: a request that does not fit in the next batch gets 503 + \
+Retry-After when its expected queue wait exceeds this (0 = off; onnxruntime/pytorch engines)
+max_body_bytes: larger request bodies get 413
+threads: intra-op threads (ORT intra_op_num_threads / torch.set_num_threads); default: library's
+inter_op_threads: inter-op threads
+provider: onnxruntime execution provider
+device: pytorch device
+dtype: pytorch weights dtype
+max_length: tokenizer truncation (tokens)
+max_batch_tokens: padded tokens per model call: a batch's rows are sorted by length and split into calls \
+of at most this (rows x longest row); default: the backend's (onnxruntime 512, pytorch 1024)
+batch_delay_ms: diagnostics only: sleep this long per batch (simulates a slow model)
+log_level: log level
+"""
+CHOICES = {"engine": tuple(sorted(ENGINES)), "format": FORMATS, "provider": PROVIDERS, "device": DEVICES,
+           "dtype": DTYPES, "log_level": LOG_LEVELS}
 _TYPES = {"int": int, "float": float}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m serving.serve", description=DESCRIPTION)
     defaults = EngineSettings()
+    helps = dict(line.split(": ", 1) for line in HELP.strip().splitlines())
     for f in dataclasses.fields(EngineSettings):
-        helptext, choices = OPTIONS[f.name]
         kind = _TYPES.get(str(f.type).split("|")[0].strip())
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, choices=choices, help=helptext,
-                       default=getattr(defaults, f.name))
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, choices=CHOICES.get(f.name),
+                       help=helps[f.name], default=getattr(defaults, f.name))
     build = p.add_mutually_exclusive_group()
     build.add_argument("--no-build", action="store_true",
                        help="fail instead of training/exporting when an artifact is missing")

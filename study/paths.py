@@ -103,6 +103,12 @@ class Paths:
         """``<artifacts>/<variant>/triton/``: the Triton model repository."""
         return self.artifacts / variant / "triton"
 
+    @staticmethod
+    def model_beside(export_dir: str | os.PathLike) -> Path:
+        """The trained model directory of the variant an export directory belongs to:
+        ``<artifacts>/<variant>/<format>/`` → ``<artifacts>/<variant>/model/``."""
+        return Path(export_dir).parent / "model"
+
     def variants_with_model(self) -> list[str]:
         """Variants that have a trained model (``<artifacts>/<v>/model/config.json``), sorted."""
         if not self.artifacts.is_dir():

@@ -1,8 +1,10 @@
 """Evaluation of a trained classifier on held-out examples (the training run's inference stage).
 
 Two engines: ``pytorch`` (the reloaded artifact) and ``onnxruntime`` (the same model exported
-with ``torch.onnx.export`` and run by ONNX Runtime, variant v9). Both tokenise inside the timed
-loop, as a server would, so ``latency_ms`` includes tokenisation. The metrics are
+with ``torch.onnx.export`` and run by ONNX Runtime, variant v9), both through the study's one
+inference layer (:mod:`training.inference`: the servers' tokenisation, length-grouped batching
+and padding). Both tokenise inside the timed loop, as a server would, so ``latency_ms``
+includes tokenisation. The metrics are
 :func:`study.metrics.classification_metrics`, the study's one scoring function.
 """
 
@@ -11,17 +13,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
 from study.metrics import classification_metrics, logit_score
-
-
-def _batches(texts: Sequence[str], batch_size: int):
-    for i in range(0, len(texts), batch_size):
-        yield list(texts[i : i + batch_size])
+from training.inference import TextEncoder, infer, onnx_forward, onnx_session, torch_forward
 
 
 def _progress(total: int, desc: str):
@@ -30,27 +27,26 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="ex", leave=False, disable=os.environ.get("GPS_NO_PROGRESS") == "1")
 
 
+def _timed(encoder: TextEncoder, forward, texts: Sequence[str], desc: str) -> tuple[np.ndarray, float]:
+    """:func:`training.inference.infer` over ``texts`` with a progress bar: (logits, wall s)."""
+    if not texts:
+        return np.zeros((0, 2), np.float32), 0.0
+    bar = _progress(len(texts), desc)
+    t0 = time.perf_counter()
+    logits = infer(encoder, forward, list(texts), on_rows=bar.update)
+    wall_s = time.perf_counter() - t0
+    bar.close()
+    return logits, wall_s
+
+
 def predict_pytorch(
     model, tokenizer, texts: Sequence[str], *, max_length: int, batch_size: int = 8,
     device: str = "cpu", autocast_dtype=None,
 ) -> tuple[np.ndarray, float]:
-    """Logits ``[n, 2]`` (float32) and the wall time in seconds of the whole loop."""
-    import torch
-
-    model.eval()
-    out = []
-    ctx = torch.autocast(device_type=device, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
-    bar = _progress(len(texts), "evaluate (pytorch)")
-    t0 = time.perf_counter()
-    with torch.inference_mode(), ctx:
-        for batch in _batches(texts, batch_size):
-            enc = tokenizer(batch, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            out.append(model(**enc).logits.float().cpu().numpy())
-            bar.update(len(batch))
-    wall_s = time.perf_counter() - t0
-    bar.close()
-    return (np.concatenate(out) if out else np.zeros((0, 2), np.float32)), wall_s
+    """Logits ``[n, 2]`` (float32) and the wall time in seconds of the whole loop (tokenisation
+    included): the study's one inference layer, at most ``batch_size`` rows per model call."""
+    encoder = TextEncoder.from_tokenizer(tokenizer, max_length, max_batch_rows=batch_size)
+    return _timed(encoder, torch_forward(model, device, autocast_dtype), texts, "evaluate (pytorch)")
 
 
 def predict_onnxruntime(
@@ -58,23 +54,9 @@ def predict_onnxruntime(
     batch_size: int = 8, threads: int = 0,
 ) -> tuple[np.ndarray, float]:
     """Logits ``[n, 2]`` from ONNX Runtime (CPU provider) and the loop's wall time in seconds."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    out = []
-    bar = _progress(len(texts), "evaluate (onnxruntime)")
-    t0 = time.perf_counter()
-    for batch in _batches(texts, batch_size):
-        enc = tokenizer(batch, truncation=True, max_length=max_length, padding=True, return_tensors="np")
-        feeds = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
-        out.append(sess.run(["logits"], feeds)[0].astype(np.float32))
-        bar.update(len(batch))
-    wall_s = time.perf_counter() - t0
-    bar.close()
-    return (np.concatenate(out) if out else np.zeros((0, 2), np.float32)), wall_s
+    session = onnx_session(onnx_path, intra_op_threads=threads or None)
+    encoder = TextEncoder.from_tokenizer(tokenizer, max_length, max_batch_rows=batch_size)
+    return _timed(encoder, onnx_forward(session), texts, "evaluate (onnxruntime)")
 
 
 def summarise(labels: Sequence[int], logits: np.ndarray, wall_s: float,

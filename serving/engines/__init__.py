@@ -1,7 +1,9 @@
-"""Engine registry: name → ``"module:attribute"``, imported only when that engine is chosen.
+"""Engine registry: each engine's facts (:mod:`serving.engines.registry`) and its
+``"module:attribute"``, imported only when that engine is chosen.
 
 Choosing one engine never imports the others, so GPU-only or separately installed stacks
-(vLLM, TensorRT) never break the CPU engines.
+(vLLM, TensorRT) never break the CPU engines. ``python -m serving.engines describe ENGINE``
+prints the facts (default format, ports, health path, metrics URL, request counters, protocol).
 """
 
 from __future__ import annotations
@@ -9,15 +11,12 @@ from __future__ import annotations
 import importlib
 
 from serving.engines.base import Engine, EngineSettings, EngineUnavailable
+from serving.engines.registry import FACTS, EngineFacts, facts
 
-ENGINES: dict[str, str] = {
-    "onnxruntime": "serving.engines.onnxruntime:Engine",
-    "pytorch": "serving.engines.pytorch:Engine",
-    "triton": "serving.engines.triton:Engine",
-    "vllm": "serving.engines.vllm:Engine",
-}
+ENGINES: dict[str, str] = {name: f.module for name, f in FACTS.items()}
 
-__all__ = ["ENGINES", "Engine", "EngineSettings", "EngineUnavailable", "get_engine"]
+__all__ = ["ENGINES", "FACTS", "Engine", "EngineFacts", "EngineSettings", "EngineUnavailable", "facts",
+           "get_engine"]
 
 
 def get_engine(name: str) -> Engine:

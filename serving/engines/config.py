@@ -8,18 +8,19 @@ that names the key and the allowed values.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# One definition of the formats and of the artifacts root, shared with the exporter.
-from serving.export.base import FORMATS, resolve_root
+# One definition of the formats, shared with the exporter; the layout is study.paths'.
+from serving.export.base import FORMATS
+from study.paths import Paths, artifacts_root
 
 DEFAULT_MODEL_NAME = "bigvul-modernbert"
 PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float16", "bfloat16")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 @dataclass
@@ -33,7 +34,7 @@ class EngineSettings:
     engine: str = "onnxruntime"
     variant: str = "v0"
     format: str | None = None
-    artifacts_dir: str = field(default_factory=lambda: os.environ.get("ARTIFACTS", "artifacts"))
+    artifacts_dir: str = field(default_factory=lambda: str(artifacts_root()))  # $ARTIFACTS, else artifacts/
     host: str = "127.0.0.1"
     port: int = 8000
     model_name: str = DEFAULT_MODEL_NAME
@@ -101,11 +102,7 @@ class EngineSettings:
             ">= 1 or None (the backend's default)",
         )
         need(self.batch_delay_ms >= 0, "batch_delay_ms", ">= 0")
-        need(
-            self.log_level in ("critical", "error", "warning", "info", "debug"),
-            "log_level",
-            "critical|error|warning|info|debug",
-        )
+        need(self.log_level in LOG_LEVELS, "log_level", "|".join(LOG_LEVELS))
         return self
 
     @classmethod
@@ -132,20 +129,25 @@ class EngineSettings:
 
     # -- paths ---------------------------------------------------------------------------
     @property
+    def paths(self) -> Paths:
+        """The study's layout (:class:`study.paths.Paths`) with ``artifacts_dir`` as its root."""
+        return Paths.from_env(artifacts=self.artifacts_dir)
+
+    @property
     def root(self) -> Path:
         """``artifacts_dir`` resolved against the repository root when relative."""
-        return resolve_root(self.artifacts_dir)
+        return self.paths.artifacts
 
     def model_dir(self) -> Path:
         """``<artifacts>/<variant>/model/``: the trained, merged HF directory."""
-        return self.root / self.variant / "model"
+        return self.paths.model_dir(self.variant)
 
     def format_dir(self, fmt: str | None = None) -> Path:
         """``<artifacts>/<variant>/<format>/``: one export."""
         fmt = fmt or self.format
         if fmt is None:
             raise ValueError("format is not set (the engine fills in its default format)")
-        return self.root / self.variant / fmt
+        return self.paths.format_dir(self.variant, fmt)
 
     @property
     def url(self) -> str:

@@ -8,20 +8,16 @@ else a clear :class:`EngineUnavailable`), ``threads`` (intra-op), ``inter_op_thr
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from serving.engines.base import EngineSettings, EngineUnavailable
+from serving.engines.base import EngineSettings, EngineUnavailable, Registered
 from serving.server import RunnerEngine
 
 
-class Engine(RunnerEngine):
-    name = "onnxruntime"
-    default_format = "onnx"
-    formats = ("onnx", "onnx-int8")
-    runner_kind = "onnxruntime"
+class Engine(Registered, RunnerEngine):
+    """Formats, ports and health path: the registry's (serving/engines/registry.py)."""
 
-    def artifact_path(self, settings: EngineSettings) -> Path:
-        return settings.format_dir(settings.format or self.default_format) / "model.onnx"
+    name = "onnxruntime"
+    model_file = "model.onnx"
+    runner_kind = "onnxruntime"
 
     def check(self, settings: EngineSettings) -> None:
         super().check(settings)

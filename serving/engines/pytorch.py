@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serving.engines.base import EngineSettings, EngineUnavailable
+from serving.engines.base import EngineSettings, EngineUnavailable, Registered
 from serving.server import RunnerEngine
 
 
-class Engine(RunnerEngine):
+class Engine(Registered, RunnerEngine):
+    """Formats, ports and health path: the registry's (serving/engines/registry.py)."""
+
     name = "pytorch"
-    default_format = "pytorch"
-    formats = ("pytorch",)
     runner_kind = "pytorch"
 
     def artifact_path(self, settings: EngineSettings) -> Path:

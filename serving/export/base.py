@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from study.paths import REPO_ROOT, Paths, artifacts_root
+
+__all__ = ["REPO_ROOT", "resolve_root"]  # (and everything below)
 FORMATS = ("pytorch", "onnx", "onnx-int8", "tensorrt")
 # Module per format, imported only when that format is asked for (tensorrt needs a GPU stack).
 FORMAT_MODULES = {
@@ -63,23 +65,41 @@ class ExportContext:
         self.artifacts_dir = resolve_root(self.artifacts_dir)
 
     @property
+    def paths(self) -> Paths:
+        return Paths.from_env(artifacts=self.artifacts_dir)
+
+    @property
     def model_dir(self) -> Path:
         """``<artifacts>/<variant>/model/``: the trained HF directory (source of every export)."""
-        return self.artifacts_dir / self.variant / "model"
+        return self.paths.model_dir(self.variant)
 
     @property
     def out_dir(self) -> Path:
         """``<artifacts>/<variant>/<format>/``."""
-        return self.artifacts_dir / self.variant / self.fmt
+        return self.format_dir(self.fmt)
 
     def format_dir(self, fmt: str) -> Path:
-        return self.artifacts_dir / self.variant / fmt
+        return self.paths.format_dir(self.variant, fmt)
+
+
+def check_options(fmt: str, options: dict[str, Any], defaults: dict[str, Any],
+                  choices: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """``defaults`` updated with ``options``: an unknown key, or a value of a ``choices`` key
+    outside its tuple, is a ``ValueError`` naming the key and the allowed values."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown {fmt} export options {unknown}; valid: {sorted(defaults)}")
+    opts = {**defaults, **options}
+    for key, allowed in choices.items():
+        if opts[key] not in allowed:
+            raise ValueError(f"{fmt} {key}={opts[key]!r}; allowed: {', '.join(allowed)}")
+    return opts
 
 
 def resolve_root(path: str | os.PathLike | None) -> Path:
-    """An artifacts root: ``path`` → ``$ARTIFACTS`` → ``artifacts``; relative to the repo root."""
-    p = Path(path or os.environ.get("ARTIFACTS") or "artifacts")
-    return p if p.is_absolute() else REPO_ROOT / p
+    """An artifacts root: ``path`` → ``$ARTIFACTS`` → ``artifacts``; relative to the repo root
+    (:func:`study.paths.artifacts_root`)."""
+    return artifacts_root(path)
 
 
 @dataclass

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from serving.export.base import ExportContext, copy_tokenizer, fresh_dir
+from serving.export.base import ExportContext, check_options, copy_tokenizer, fresh_dir
 from training.model import ONNX_INPUTS as INPUT_NAMES
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -33,14 +33,7 @@ MIN_OPSET = 17  # LayerNormalization is a standard op from opset 17
 
 def validate_options(options: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults; reject unknown keys and bad values naming the allowed ones."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown onnx export options {unknown}; valid: {sorted(OPTIONS)}")
-    opts = {**OPTIONS, **options}
-    if opts["exporter"] not in EXPORTERS:
-        raise ValueError(f"onnx exporter={opts['exporter']!r}; allowed: {', '.join(EXPORTERS)}")
-    if opts["optimize"] not in OPTIMIZE_LEVELS:
-        raise ValueError(f"onnx optimize={opts['optimize']!r}; allowed: {', '.join(OPTIMIZE_LEVELS)}")
+    opts = check_options("onnx", options, OPTIONS, {"exporter": EXPORTERS, "optimize": OPTIMIZE_LEVELS})
     if int(opts["opset"]) < MIN_OPSET:
         raise ValueError(f"onnx opset={opts['opset']}; allowed: >= {MIN_OPSET}")
     opts["opset"] = int(opts["opset"])

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from serving.export.base import ExportContext, copy_tokenizer, fresh_dir
+from serving.export.base import ExportContext, check_options, copy_tokenizer, fresh_dir
 
 WEIGHT_TYPES = ("qint8", "quint8")
 OPTIONS: dict[str, Any] = {"weight_type": "qint8", "per_channel": False,
@@ -26,13 +26,7 @@ OPTIONS: dict[str, Any] = {"weight_type": "qint8", "per_channel": False,
 
 
 def validate_options(options: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown onnx-int8 export options {unknown}; valid: {sorted(OPTIONS)}")
-    opts = {**OPTIONS, **options}
-    if opts["weight_type"] not in WEIGHT_TYPES:
-        raise ValueError(f"onnx-int8 weight_type={opts['weight_type']!r}; allowed: {', '.join(WEIGHT_TYPES)}")
-    return opts
+    return check_options("onnx-int8", options, OPTIONS, {"weight_type": WEIGHT_TYPES})
 
 
 def build(ctx: ExportContext) -> dict[str, Any]:

@@ -21,7 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.export.base import ExportContext, ExportUnavailable, copy_tokenizer, fresh_dir
+from serving.export.base import (
+    ExportContext,
+    ExportUnavailable,
+    check_options,
+    copy_tokenizer,
+    fresh_dir,
+)
 from training.model import ONNX_INPUTS
 
 INPUT_NAMES = tuple(ONNX_INPUTS)  # the ONNX export's inputs, each profiled [batch, sequence]
@@ -53,12 +59,7 @@ class Profile:
 
 
 def validate_options(options: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown tensorrt export options {unknown}; valid: {sorted(OPTIONS)}")
-    opts = {**OPTIONS, **options}
-    if opts["builder"] not in BUILDERS:
-        raise ValueError(f"tensorrt builder={opts['builder']!r}; allowed: {', '.join(BUILDERS)}")
+    opts = check_options("tensorrt", options, OPTIONS, {"builder": BUILDERS})
     for k in ("max_batch", "opt_batch", "opt_length", "workspace_mb"):
         if int(opts[k]) < 1:
             raise ValueError(f"tensorrt {k}={opts[k]!r}; allowed: an integer >= 1")
@@ -220,11 +221,11 @@ class TensorRTRunner:
         import tensorrt as trt
         import torch
 
-        from serving.runners import _Tokenising  # the servers' tokenisation, reused on purpose
+        from training.inference import TextEncoder  # the servers' tokenisation, reused on purpose
 
         if not torch.cuda.is_available():
             raise ExportUnavailable("TensorRT parity needs torch with CUDA to hold device buffers")
-        self._tok = _Tokenising(tokenizer_dir, max_length)
+        self._tok = TextEncoder.from_dir(tokenizer_dir, max_length)
         self.max_length = self._tok.max_length
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
@@ -232,7 +233,7 @@ class TensorRTRunner:
         self._torch = torch
 
     def predict(self, texts: list[str]):
-        from serving.runners import _labels
+        from training.inference import labels_of
 
         torch = self._torch
         feed = self._tok.tokenize(texts)
@@ -247,7 +248,7 @@ class TensorRTRunner:
             raise RuntimeError("TensorRT execution failed")
         stream.synchronize()
         logits = out.float().cpu().numpy()
-        return logits, _labels(logits)
+        return logits, labels_of(logits)
 
 
 def predictor(ctx: ExportContext):

@@ -3,26 +3,24 @@
 ``serving_root`` copies the shared tiny model (tests/conftest.py) into its own tree so that
 exports made here never race another area's tests, then adds ``v0/onnx/model.onnx`` with
 ``serving.export`` (part of this package) or, while that is absent, ``torch.onnx.export``.
-``serve_process`` starts ``python -m serving.serve …`` on a free loopback port and stops it with
-SIGTERM, checking that it exits cleanly.
+``serve_process`` starts ``python -m serving.serve …`` on a free loopback port through the
+study's one launcher (:class:`study.process.Launched`) and stops it with SIGTERM, checking
+that it exits cleanly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
-import httpx
 import pytest
 
+from serving.engines.registry import facts
+from study.process import Launched, NotReady, child_env, python_module
 from tests.conftest import REPO_ROOT, free_port
 
 
@@ -65,46 +63,33 @@ def serving_root(tmp_path_factory, tiny_model_dir) -> Path:
 
 
 class ServerProcess:
-    """A ``python -m serving.serve`` subprocess on a free loopback port."""
+    """A ``python -m serving.serve`` process (:class:`study.process.Launched`, its own process
+    group) on a free loopback port; ready when the engine's health URL (the registry's) answers."""
 
     def __init__(self, engine: str, root: Path, *extra: str, log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.health_url = facts(engine).health_url("127.0.0.1", self.port)
         self.log_path = log_path
-        cmd = [sys.executable, "-m", "serving.serve", "--engine", engine, "--artifacts-dir",
-               str(root), "--port", str(self.port), "--threads", "1", "--no-build", *extra]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        cmd = python_module("serving.serve", "--engine", engine, "--artifacts-dir", str(root),
+                            "--port", str(self.port), "--threads", "1", "--no-build", *extra)
+        self.launched = Launched(cmd, name=f"{engine} server", log=log_path, cwd=REPO_ROOT,
+                                 env=child_env({"OMP_NUM_THREADS": "1"})).start()
+        self.proc = self.launched.proc
 
     def wait_ready(self, timeout_s: float = 120.0) -> ServerProcess:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/v2/health/ready", timeout=2).status_code == 200:
-                    return self
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready after {timeout_s} s: {self.log()}")
+        try:
+            self.launched.wait_ready(url=self.health_url, timeout_s=timeout_s, poll_s=0.2)
+        except NotReady as e:
+            raise RuntimeError(f"{e}\n{self.log()}") from None
+        return self
 
     def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
         return self.log_path.read_text(errors="replace")[-4000:]
 
-    def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM, wait; returns the exit status (kills it if it hangs)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM to its group, wait; returns the exit status (KILL if it hangs)."""
+        return self.launched.stop(timeout_s=timeout_s)
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,7 @@ hold the model files) and a real run of the ensemble in PyTriton's bundled trito
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -27,6 +24,7 @@ from serving.triton_repo import (
     generate,
     parse_pbtxt,
 )
+from study.process import Launched
 from tests.conftest import free_port
 
 
@@ -150,17 +148,9 @@ def test_ensemble_runs_in_bundled_tritonserver(serving_root, tmp_path, test_spli
     http, grpc, metrics = free_port(), free_port(), free_port()
     argv, env = bundled_tritonserver(repo, tmp_path / "work", http_port=http, grpc_port=grpc,
                                      metrics_port=metrics)
-    log = open(tmp_path / "tritonserver.log", "wb")
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with Launched(argv, name="tritonserver", log=tmp_path / "tritonserver.log", env=env) as server:
         url = f"127.0.0.1:{http}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "tritonserver.log").read_text()[-3000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.3)
+        server.wait_ready(url=f"http://{url}/v2/health/ready", timeout_s=120, poll_s=0.3)
         texts = [str(t) for t in test_split["text"].iloc[:6]] + ["int x;"]
 
         def infer(rows):
@@ -183,11 +173,3 @@ def test_ensemble_runs_in_bundled_tritonserver(serving_root, tmp_path, test_spli
             assert lb.tolist() == [want_lb] and np.abs(lg[0] - want_lg).max() < 1e-4
         index = httpx.post(f"http://{url}/v2/repository/index", timeout=5).json()
         assert {m["name"] for m in index if m.get("state") == "READY"} >= {ENSEMBLE, TOKENIZER, MODEL_ONNX, POSTPROCESS}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()

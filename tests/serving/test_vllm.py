@@ -92,7 +92,7 @@ def test_head_size_unsupported_by_vllm_cpu_is_refused_before_start(monkeypatch, 
     (model / "config.json").write_text('{"hidden_size": 32, "num_attention_heads": 2}')
     assert head_size(model) == 16 and head_size(tmp_path) is None
     monkeypatch.setattr(mod, "find_vllm", lambda: ("/venv/bin/python", {"found": True, "dists": ["vllm-cpu"]}))
-    monkeypatch.setattr(mod.subprocess, "Popen", lambda *a, **k: pytest.fail("vLLM must not start"))
+    monkeypatch.setattr(mod, "Launched", lambda *a, **k: pytest.fail("vLLM must not start"))
     with pytest.raises(EngineUnavailable, match="head sizes .* has 16"):
         Engine().serve(EngineSettings(engine="vllm", artifacts_dir=str(tmp_path)))
 

@@ -13,13 +13,10 @@ hence ``slow`` (CI runs it: ``make test`` builds ``.venv-vllm`` first).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -27,12 +24,14 @@ import numpy as np
 import pytest
 
 from serving.engines.vllm import (
+    HEALTH_PATH,
     REQUEST_COUNTER,
     classify_request,
     find_vllm,
     model_max_len,
     parse_classify_response,
 )
+from study.process import Launched, NotReady, python_module
 from tests.conftest import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -86,40 +85,21 @@ def vllm_server(vllm_root, tmp_path_factory):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("vllm_logs") / "server.log"
-    log = open(log_path, "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.serve", "--engine", "vllm", "--variant", "v0",
-         "--artifacts-dir", str(vllm_root), "--port", str(port), "--no-build", "--log-level", "info"],
-        cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    server = Launched(python_module("serving.serve", "--engine", "vllm", "--variant", "v0",
+                                    "--artifacts-dir", str(vllm_root), "--port", str(port), "--no-build",
+                                    "--log-level", "info"),
+                      name="vLLM server", log=log_path, cwd=REPO_ROOT)
 
     def tail() -> str:
-        log.flush()
         return log_path.read_text(errors="replace")[-4000:]
 
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited with {proc.returncode} before it was ready:\n{tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not ready after {STARTUP_TIMEOUT_S:.0f} s:\n{tail()}")
-            time.sleep(1.0)
-        yield url, proc, tail
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # vLLM's engine-core/worker processes
-        log.close()
+    # Its own process group: stop() takes vLLM's engine-core/worker processes with it.
+    with server:
+        try:
+            server.wait_ready(url=url + HEALTH_PATH, timeout_s=STARTUP_TIMEOUT_S, poll_s=1.0)
+        except NotReady as e:
+            pytest.fail(f"{e}\n{tail()}")
+        yield url, server.proc, tail
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ import pandas as pd
 
 from analysis.io import as_float, get_path, read_json, write_json_atomic, write_table_atomic
 from analysis.stats import mean_ci95
-from study.schema import LoadSummary, TrainingResult
+from study.schema import LOAD_METRICS, LoadSummary, TrainingResult
 
 STAGES = ("data", "architecture", "training", "system", "inference")
 
@@ -71,49 +71,6 @@ TRAIN_METRICS = (
     "model.params",
     "model.trainable_params",
     "model.size_mb",
-)
-
-# Dotted keys read from a load summary.json (all numeric).
-LOAD_METRICS = (
-    "throughput_rps",
-    "latency_ms.mean",
-    "latency_ms.p50",
-    "latency_ms.p90",
-    "latency_ms.p95",
-    "latency_ms.p99",
-    "served.accuracy",
-    "served.f1",
-    "served.precision",
-    "served.recall",
-    "served.mcc",
-    "served.balanced_accuracy",
-    "served.roc_auc",
-    "served.baseline_f1",
-    "served.pair_accuracy",
-    "energy_per_1k_wh.server",
-    "energy_per_1k_wh.gross",
-    "energy_per_1k_wh.net",
-    "j_per_request.server",
-    "j_per_request.gross",
-    "j_per_request.net",
-    "co2_per_1k_g.server",
-    "co2_per_1k_g.gross",
-    "co2_per_1k_g.net",
-    "attribution.server_share",
-    "attribution.server_cpu_s",
-    "attribution.client_cpu_s",
-    "attribution.other_cpu_s",
-    "open_loop.achieved_fraction",
-    "requests.ok",
-    "requests.failed",
-    "requests.server_counted",
-    "requests.client_counted",
-    "client_cpu.mean_percent",
-    "energy.inference.idle_w",
-    "energy.inference.duration_s",
-    "energy.system.gross_j",
-    "energy.idle.gross_j",
-    "grid_gco2_per_kwh",
 )
 
 CI_NOTE = (

@@ -29,7 +29,7 @@ locust`` starts one) or from a sidecar this process starts itself (``--meter``, 
 
 Every response is checked (HTTP status, schema, one label per input) and its predicted label
 compared with the true one. Each request becomes one row of the per-process CSV
-(:data:`loadtest.summary.RECORD_COLUMNS`) with this machine's wall-clock send/complete times, so
+(:data:`loadtest.records.RECORD_COLUMNS`) with this machine's wall-clock send/complete times, so
 the orchestrator can cut windows exactly and compute served F1. A failed request is a row with
 its error, never an exception that stops the user.
 
@@ -45,7 +45,6 @@ size); each row carries its target time so lateness and latency-from-intended ar
 from __future__ import annotations
 
 import atexit
-import csv
 import itertools
 import json
 import logging
@@ -53,7 +52,6 @@ import os
 import random
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -72,46 +70,10 @@ from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 
 from loadtest import live  # noqa: E402
 from loadtest.protocols import PREDICT_FN, oip_request, vllm_request  # noqa: E402
-from loadtest.summary import RECORD_COLUMNS  # noqa: E402
+from loadtest.records import RecordWriter  # noqa: E402
 
 log = logging.getLogger("loadtest")
 RUN_KEY = "gps_run"  # the run's resolved settings, carried to workers in parsed_options
-
-
-class RecordWriter:
-    """This process's per-request CSV: opened on the first record, flushed twice a second (so
-    the orchestrator can follow progress and a killed process loses little), closed at exit."""
-
-    def __init__(self, directory: str | os.PathLike[str] | None, phase: str | None) -> None:
-        self.path = Path(directory) / f"requests-{phase}-{os.getpid()}.csv" if directory else None
-        self._fh = None
-        self._w: Any = None
-        self._lock = threading.Lock()
-        self.n = 0
-
-    def write(self, row: list[str]) -> None:
-        if self.path is None:
-            return
-        with self._lock:
-            if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
-                self._w = csv.writer(self._fh)
-                if self._fh.tell() == 0:
-                    self._w.writerow(RECORD_COLUMNS)
-            self._w.writerow(row)
-            self.n += 1
-
-    def flush(self) -> None:
-        with self._lock:
-            if self._fh is not None and not self._fh.closed:
-                self._fh.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fh is not None and not self._fh.closed:
-                self._fh.flush()
-                self._fh.close()
 
 
 class State:

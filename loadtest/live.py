@@ -12,7 +12,7 @@ monkey-patching) so every piece here is a plain function or class that tests cal
   from its own metadata (OIP ``GET /v2/models/<model>`` → ``parameters.variant``; vLLM
   ``GET /v1/models`` → the artifact path it loaded).
 * :func:`held_out_requests` — the test split of that variant as recorded in its
-  ``artifacts/<variant>/model/split.json`` (via :func:`loadtest.run.write_requests_file`, the one
+  ``<artifacts>/<variant>/model/split.json`` (via :func:`loadtest.run.write_requests_file`, the one
   place that turns a split into request lines).
 * :class:`ServedTally` — ok/failed counts and the confusion matrix of the responses, mergeable
   across Locust workers.
@@ -41,10 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.protocols import PROTOCOLS
+from study.paths import DEFAULT_ARTIFACTS, Paths, artifacts_root, load_results_root
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "bigvul-modernbert"
-DEFAULT_RESULTS_DIR = "results/locust"
 ENGINES = ("onnxruntime", "pytorch", "triton", "vllm")
 PROTOCOL_CHOICES = ("auto", *PROTOCOLS)
 # Live power is the mean over this many seconds before the newest sample (one sample of an
@@ -77,7 +76,7 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("--requests-file", "LOADTEST_REQUESTS", str, "",
            "JSONL of {\"text\": …, \"label\": 0|1} to send (default: the held-out test split of the "
-           "served model, from artifacts/<variant>/model/split.json)"),
+           "served model, from <artifacts>/<variant>/model/split.json)"),
     Option("--protocol", "LOADTEST_PROTOCOL", str, "auto",
            "oip (Open Inference Protocol v2) or vllm (vLLM /classify); auto asks the server",
            choices=PROTOCOL_CHOICES),
@@ -92,13 +91,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("--seed", "LOADTEST_SEED", int, 0, "seed of the request order and arrival schedule"),
     Option("--variant", "LOADTEST_VARIANT", str, "",
            "variant of the served model when its metadata does not name it (Triton)"),
-    Option("--artifacts-dir", "ARTIFACTS", str, "artifacts",
-           "artifacts root holding <variant>/model/split.json (relative: to the repository)",
-           web_ui=False),
+    Option("--artifacts-dir", "ARTIFACTS", str, "",
+           "artifacts root holding <variant>/model/split.json (default: the model directory the "
+           "server's metadata names, else artifacts; relative: to the repository)", web_ui=False),
     Option("--data", "LOADTEST_DATA", str, "", "BigVul CSV (default: the one split.json names)",
            web_ui=False),
-    Option("--results-dir", "LOADTEST_RESULTS_DIR", str, DEFAULT_RESULTS_DIR,
-           "records go to <results-dir>/<engine>__<variant>/<run_id>/", web_ui=False),
+    Option("--results-dir", "RESULTS_DIR", str, "",
+           "results root (default results): records go to <root>/locust/<engine>__<variant>/<run_id>/",
+           web_ui=False),
     Option("--records-dir", "LOADTEST_RECORDS_DIR", str, "",
            "write the per-request CSVs here instead (the orchestrator's choice)", web_ui=False),
     Option("--phase", "LOADTEST_PHASE", str, "run", "tag in the per-request file names", web_ui=False),
@@ -155,9 +155,9 @@ class Settings:
     request_timeout: float = 60.0
     seed: int = 0
     variant: str = ""
-    artifacts_dir: str = "artifacts"
+    artifacts_dir: str = ""  # "" = $ARTIFACTS, else artifacts/ (study.paths)
     data: str = ""
-    results_dir: str = DEFAULT_RESULTS_DIR
+    results_dir: str = ""  # "" = $RESULTS_DIR, else results/
     records_dir: str = ""
     phase: str = "run"
     run_id: str = ""
@@ -196,8 +196,8 @@ def settings_from(opts: Any) -> Settings:
         batch=_num(opts, by["batch"], int, 1), rps=rps, pool=pool,
         request_timeout=_num(opts, by["request_timeout"], float, 0.001),
         seed=_num(opts, by["seed"], int, 0), variant=s("variant"),
-        artifacts_dir=s("artifacts_dir") or "artifacts", data=s("data"),
-        results_dir=s("results_dir") or DEFAULT_RESULTS_DIR, records_dir=s("records_dir"),
+        artifacts_dir=s("artifacts_dir"), data=s("data"),
+        results_dir=s("results_dir"), records_dir=s("records_dir"),
         phase=phase, run_id=s("run_id"), power_csv=s("power_csv"), meter=s("meter") or "auto",
         server_pid=_num(opts, by["server_pid"], int, 1, optional=True),
     )
@@ -208,9 +208,12 @@ def utc_run_id(t_unix_s: float | None = None) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def artifacts_root(path: str) -> Path:
-    p = Path(path or "artifacts")
-    return p if p.is_absolute() else REPO_ROOT / p
+def paths(settings: Settings) -> Paths:
+    """The study's layout under the options' roots (empty: ``$ARTIFACTS`` / ``$RESULTS_DIR``,
+    else the defaults). A results root given as its ``load`` folder (the load test's old
+    ``--results-dir``) is taken as that folder's parent, as ``python -m loadtest.run`` does."""
+    root, _note = load_results_root(settings.results_dir or None)
+    return Paths(artifacts_root(settings.artifacts_dir or None), root)
 
 
 # --------------------------------------------------------------------------- the served model
@@ -257,8 +260,8 @@ def model_dir_from_path(path: str, variant: str | None) -> str | None:
         return None
     p = Path(path)
     for d in (p, *p.parents):
-        if d.name == variant and (d / "model").is_dir():
-            return str(d / "model")
+        if d.name == variant and (model := Paths.from_env(artifacts=d.parent).model_dir(variant)).is_dir():
+            return str(model)
     return None
 
 
@@ -316,14 +319,13 @@ def held_out_requests(settings: Settings, variant: str, out: Path,
     The split is the one ``<artifacts>/<variant>/model/split.json`` recorded at training (seed,
     fractions, data), so no function the model was trained on is sent. The model directory is
     ``--artifacts-dir``'s when given, else the one the server's metadata points at (when it
-    exists here), else ``artifacts/``'s. ``ValueError`` when it does not exist.
+    exists here), else the default artifacts root's. ``ValueError`` when it does not exist.
     """
     from loadtest.run import write_requests_file  # pandas + the training package: only here
     from training.data import SPLIT_FILE
 
-    default_root = settings.artifacts_dir in ("", "artifacts")
-    path = (Path(model_dir) if model_dir and default_root
-            else artifacts_root(settings.artifacts_dir) / variant / "model")
+    default_root = artifacts_root(settings.artifacts_dir or DEFAULT_ARTIFACTS) == artifacts_root(DEFAULT_ARTIFACTS)
+    path = Path(model_dir) if model_dir and default_root else paths(settings).model_dir(variant)
     if not path.is_dir():
         raise ValueError(
             f"{path} does not exist: cannot tell which functions variant {variant!r} was "

@@ -8,8 +8,9 @@ Plain Locust is enough — ``--host`` is the only thing to give (docs/loadtest.m
 
 At each test start the master (or the single local process) asks the server what it serves
 (:func:`loadtest.live.resolve_target`: engine, variant, protocol), sends the **held-out test
-split** of that variant (``artifacts/<variant>/model/split.json``) unless ``--requests-file``
-says otherwise, and writes everything under ``results/locust/<engine>__<variant>/<run_id>/``:
+split** of that variant (``<artifacts>/<variant>/model/split.json``) unless ``--requests-file``
+says otherwise, and writes everything under ``<results>/locust/<engine>__<variant>/<run_id>/``
+(``--results-dir`` is the results root; :meth:`study.paths.Paths.locust_run`):
 ``requests-<phase>-<pid>.csv`` from every process (workers included), ``requests.jsonl`` (what
 was sent), ``meta.json`` and, at the end, ``energy.csv``. The options (``--requests-file``,
 ``--protocol``, ``--model``, ``--batch``, ``--rps``, ``--pool``, ``--request-timeout``, …, see
@@ -107,7 +108,7 @@ class State:
             return
         path = self.run["requests_file"]
         if not Path(path).exists() and self.run.get("from_split"):
-            settings = live.Settings(artifacts_dir=self.run.get("artifacts_dir") or "artifacts",
+            settings = live.Settings(artifacts_dir=self.run.get("artifacts_dir") or "",
                                      data=self.run.get("data") or "")
             path = str(Path(self.run["records_dir"]) / f"requests-{os.getpid()}.jsonl")
             live.held_out_requests(settings, self.run["variant"], Path(path),
@@ -163,8 +164,8 @@ def prepare_run(environment) -> dict[str, Any]:
     if s.records_dir:
         records_dir = Path(s.records_dir)
     else:
-        base = Path(s.results_dir) / f"{target.engine or 'unknown'}__{target.variant or 'unknown'}"
-        run_dir = base / run_id
+        run_dir = live.paths(s).locust_run(target.engine or "unknown", target.variant or "unknown", run_id)
+        base = run_dir.parent
         for k in itertools.count(2):  # two tests started within one second get two directories
             if s.run_id or not run_dir.exists():
                 break
@@ -267,7 +268,7 @@ def _start_energy(s: live.Settings) -> None:
         return
     from energy.sidecar import Sidecar
 
-    out = Path(s.results_dir) / "power" / f"{live.utc_run_id()}-{os.getpid()}.csv"
+    out = live.paths(s).power / f"{live.utc_run_id()}-{os.getpid()}.csv"
     try:
         STATE.sidecar = Sidecar(out, interval_s=0.5, meter=s.meter,
                                 pids=(s.server_pid,) if s.server_pid else ())

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import json
 import logging
 import os
 import random
@@ -69,7 +68,7 @@ import gevent  # noqa: E402
 from locust import events, task  # noqa: E402
 from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 
-from loadtest import live  # noqa: E402
+from loadtest import energy_tab, live  # noqa: E402
 from loadtest.protocols import PREDICT_FN, oip_request, vllm_request  # noqa: E402
 from loadtest.records import RecordWriter  # noqa: E402
 
@@ -90,7 +89,7 @@ class State:
         self.writer = RecordWriter(None, None)
         self.tally = live.ServedTally()  # this process (a worker's: since its last report)
         self.total = live.ServedTally()  # master: every worker's, merged from their reports
-        self.energy: live.EnergyView | None = None
+        self.energy: energy_tab.EnergyView | None = None
         self.sidecar: Any = None
         self.targets: dict[tuple, live.Target] = {}
         self.splits: dict[tuple, dict[str, Any]] = {}
@@ -256,15 +255,15 @@ def _on_init(environment, **_kw) -> None:
             sys.exit(2)
     _start_energy(s)
     if environment.web_ui is not None:
-        _extend_web_ui(environment)
+        energy_tab.extend_web_ui(environment, energy_snapshot)
 
 
 def _start_energy(s: live.Settings) -> None:
     if s.power_csv:
-        STATE.energy = live.EnergyView(s.power_csv, server_pid=s.server_pid)
+        STATE.energy = energy_tab.EnergyView(s.power_csv, server_pid=s.server_pid)
         return
     if s.meter.lower() in ("off", "none"):
-        STATE.energy = live.EnergyView(None, meter_note="--meter off")
+        STATE.energy = energy_tab.EnergyView(None, meter_note="--meter off")
         return
     from energy.sidecar import Sidecar
 
@@ -274,10 +273,10 @@ def _start_energy(s: live.Settings) -> None:
                                 pids=(s.server_pid,) if s.server_pid else ())
     except (RuntimeError, TimeoutError, OSError) as e:
         log.warning("loadtest: no energy figures: the power sidecar did not start (%s)", e)
-        STATE.energy = live.EnergyView(None, meter_note=f"the power sidecar did not start: {e}")
+        STATE.energy = energy_tab.EnergyView(None, meter_note=f"the power sidecar did not start: {e}")
         return
     atexit.register(STATE.sidecar.stop)
-    STATE.energy = live.EnergyView(out, server_pid=s.server_pid)
+    STATE.energy = energy_tab.EnergyView(out, server_pid=s.server_pid)
 
 
 @events.test_start.add_listener
@@ -326,7 +325,7 @@ def _on_worker_report(data, **_kw) -> None:
 def energy_snapshot() -> dict[str, Any]:
     """The Energy tab's data (what ``GET /energy`` returns)."""
     if STATE.energy is None:
-        STATE.energy = live.EnergyView(None, meter_note="not started")
+        STATE.energy = energy_tab.EnergyView(None, meter_note="not started")
     run = STATE.run or {}
     return STATE.energy.snapshot(
         STATE.served, run_id=run.get("run_id"), engine=run.get("engine"),
@@ -340,7 +339,7 @@ def _write_energy_files(environment) -> None:
     from study.io import write_json_atomic, write_text_atomic
 
     snap = energy_snapshot()
-    text = live.figures_csv(snap["figures"])
+    text = energy_tab.figures_csv(snap["figures"])
     if STATE.run.get("run_dir"):
         write_text_atomic(Path(STATE.run["run_dir"]) / "energy.csv", text)
         write_json_atomic(Path(STATE.run["run_dir"]) / "energy.json", snap)
@@ -370,41 +369,9 @@ def _on_quit(**_kw) -> None:
         from study.io import write_text_atomic
 
         report = Path(html_file).read_text(encoding="utf-8")
-        write_text_atomic(html_file, live.inject_html(report, energy_snapshot()["figures"]))
+        write_text_atomic(html_file, energy_tab.inject_html(report, energy_snapshot()["figures"]))
     if STATE.sidecar is not None:
         STATE.sidecar.stop()
-
-
-def _extend_web_ui(environment) -> None:
-    """The Energy tab, as Locust's own ``extend_web_ui`` example does it: a tab and its table
-    in the template arguments, its rows in ``extended_stats`` of ``/stats/requests``."""
-    from flask import Response, jsonify, request
-
-    web_ui = environment.web_ui
-    web_ui.template_args["extended_tabs"] = [{"title": "Energy", "key": "energy"}]
-    web_ui.template_args["extended_tables"] = [{"key": "energy", "structure": live.TABLE_STRUCTURE}]
-    web_ui.template_args["extended_csv_files"] = [
-        {"href": "./energy/csv", "title": "Download energy figures CSV"}]
-
-    @web_ui.app.after_request
-    def _extend(response):
-        if request.path.endswith("/stats/requests") and response.is_json:
-            body = response.get_json()
-            body["extended_stats"] = [{"key": "energy", "data": live.ui_rows(energy_snapshot()["figures"])}]
-            response.set_data(json.dumps(body))
-        elif request.path.endswith("/stats/report") and response.mimetype == "text/html":
-            response.set_data(live.inject_html(response.get_data(as_text=True),
-                                               energy_snapshot()["figures"]))
-        return response
-
-    @web_ui.app.route("/energy")
-    def _energy():
-        return jsonify(energy_snapshot())
-
-    @web_ui.app.route("/energy/csv")
-    def _energy_csv():
-        return Response(live.figures_csv(energy_snapshot()["figures"]), mimetype="text/csv",
-                        headers={"Content-Disposition": "attachment;filename=energy.csv"})
 
 
 # --------------------------------------------------------------------------- protocols

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtest import live
+from loadtest import energy_tab, live
 from study.process import Launched
 from tests.conftest import REPO_ROOT, free_port
 
@@ -168,7 +168,7 @@ def test_energy_view_figures_from_a_known_trace(tmp_path):
     for i in range(500):
         tally.add(True, [i % 2], [1])  # half right: accuracy 0.5, baseline 0.5
     tally.add(False, [], [])
-    view = live.EnergyView(tmp_path / "power.csv", server_pid=42)
+    view = energy_tab.EnergyView(tmp_path / "power.csv", server_pid=42)
     view.start(t0)
     f = {r["key"]: r for r in view.figures(tally)}
     assert f["power"]["value"] == pytest.approx(100.0) and f["power"]["kind"] == "measured"
@@ -182,7 +182,7 @@ def test_energy_view_figures_from_a_known_trace(tmp_path):
     merged = live.ServedTally()
     merged.merge(tally.to_dict())
     assert merged.scores() == tally.scores() and merged.failed == 1
-    off = {r["key"]: r for r in live.EnergyView(None, meter_note="--meter off").figures(tally)}
+    off = {r["key"]: r for r in energy_tab.EnergyView(None, meter_note="--meter off").figures(tally)}
     assert off["power"]["value"] is None and off["power"]["kind"] == "not measured"
 
 

@@ -130,9 +130,10 @@ def utc_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def add_server_arguments(p: argparse.ArgumentParser, *, interval_s: float) -> None:
-    """The options of the server a load test (``loadtest.run``) or an exploring session
-    (``loadtest.explore``) starts: engine, artifact, roots, meter."""
+def server_parser(prog: str, description: str, *, interval_s: float) -> argparse.ArgumentParser:
+    """A parser with the options of the server a load test (``loadtest.run``) or an exploring
+    session (``loadtest.explore``) starts: engine, artifact, roots, meter."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--engine", required=True, choices=ENGINES, help="serving engine")
     p.add_argument("--variant", default=os.environ.get("VARIANT", "v0"), help="variant (default v0)")
     p.add_argument("--format", default=None, help="export format (default: the engine's)")
@@ -148,3 +149,4 @@ def add_server_arguments(p: argparse.ArgumentParser, *, interval_s: float) -> No
     p.add_argument("--startup-timeout", type=float, default=600.0, help="server start-up limit, s")
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for serving.serve (repeatable, e.g. --server-arg=--threads=2)")
+    return p

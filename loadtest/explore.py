@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 
-from loadtest.config import LOCUSTFILE, RepeatFailed, RunConfig, add_server_arguments
+from loadtest.config import LOCUSTFILE, RepeatFailed, RunConfig, server_parser
 from loadtest.launch import Server
 from loadtest.live import utc_run_id
 from loadtest.run import prepare_artifacts
@@ -33,12 +33,9 @@ from study.process import Launched, NotReady
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m loadtest.explore",
-        description="Start ENGINE's server and a power sidecar, then Locust's web UI (Energy tab) "
-        "against it; Ctrl-C stops everything. Unknown arguments go to Locust.",
-    )
-    add_server_arguments(p, interval_s=0.5)
+    p = server_parser("python -m loadtest.explore", "Start ENGINE's server and a power sidecar, then "
+                      "Locust's web UI (Energy tab) against it; Ctrl-C stops everything. Unknown "
+                      "arguments go to Locust.", interval_s=0.5)
     p.add_argument("--web-host", default="127.0.0.1", help="web UI address (default loopback)")
     p.add_argument("--web-port", type=int, default=8089, help="web UI port (default 8089)")
     return p

@@ -42,7 +42,7 @@ from loadtest.config import (  # noqa: F401  (re-exported: the CLI's public name
     MODEL_NAME,
     REPO_ROOT,
     RunConfig,
-    add_server_arguments,
+    server_parser,
     utc_run_id,
 )
 from loadtest.cpu import parse_cpus
@@ -169,12 +169,9 @@ def headline(summary: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m loadtest.run",
-        description="Load-test a serving engine with Locust and measure energy per 1k requests "
-        "(power sidecar → server start [system] → idle baseline → warm-up → steady window).",
-    )
-    add_server_arguments(p, interval_s=0.1)
+    p = server_parser("python -m loadtest.run", "Load-test a serving engine with Locust and measure "
+                      "energy per 1k requests (power sidecar → server start [system] → idle baseline "
+                      "→ warm-up → steady window).", interval_s=0.1)
     load = p.add_mutually_exclusive_group()
     load.add_argument("--users", type=int, default=None, help="closed loop: concurrent users (default 8)")
     load.add_argument("--rps", type=float, default=None, help="open loop: Poisson arrival rate (req/s)")

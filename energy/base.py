@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 # Labels used in every record and every power CSV row.
 SOURCES = ("nvml-counter", "nvml-power", "rapl", "codecarbon", "estimate", "replay")
@@ -73,6 +73,56 @@ class Meter(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class MeterBase:
+    """What every meter of the registry shares: its labels, the frame of :meth:`describe` and a
+    no-op :meth:`close`. The labels are given once, in the class statement, and checked there::
+
+        class RaplMeter(MeterBase, name="rapl", kind="measured"): ...   # source defaults to name
+
+    A meter whose ``source`` or ``kind`` depends on what it finds (NVML with or without an
+    energy counter, a replayed trace's kind) leaves it out and sets it on the instance.
+    Subclasses list :meth:`devices` and add :meth:`details` (meter-wide parameters) and, where
+    a device needs more than its source and kind, :meth:`device_table`.
+    """
+
+    name: ClassVar[str]
+    source: str
+    kind: str
+
+    def __init_subclass__(cls, *, name: str, source: str | None = None, kind: str | None = None,
+                          **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if source is None and name in SOURCES:
+            source = name
+        if source is not None and source not in SOURCES:
+            raise ValueError(f"meter {name!r}: source={source!r} is invalid; allowed: {', '.join(SOURCES)}")
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"meter {name!r}: kind={kind!r} is invalid; allowed: {', '.join(KINDS)}")
+        cls.name = name
+        if source is not None:
+            cls.source = source
+        if kind is not None:
+            cls.kind = kind
+
+    def devices(self) -> list[str]:
+        raise NotImplementedError
+
+    def details(self) -> dict[str, Any]:
+        """Meter-wide parameters a reader needs to judge the figures (model, driver, trace…)."""
+        return {}
+
+    def device_table(self) -> dict[str, dict[str, Any]]:
+        """``{device: {source, kind, …}}`` of every device this meter reads."""
+        return {d: {"source": self.source, "kind": self.kind} for d in self.devices()}
+
+    def describe(self) -> dict[str, Any]:
+        return {"meter": self.name, "source": self.source, "kind": self.kind, **self.details(),
+                "devices": self.device_table()}
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass

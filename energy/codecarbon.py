@@ -19,18 +19,15 @@ import tempfile
 import time
 from typing import Any
 
-from energy.base import J_PER_KWH, Reading
+from energy.base import J_PER_KWH, MeterBase, Reading
 from energy.config import MeterConfig
 
 # CodeCarbon CPU modes that read hardware counters rather than a TDP model.
 _MEASURED_CPU_MODES = {"intel_rapl", "intel_power_gadget", "apple_powermetrics"}
 
 
-class CodecarbonMeter:
+class CodecarbonMeter(MeterBase, name="codecarbon"):
     """One ``codecarbon`` device: CodeCarbon's cumulative energy (J) and current power (W)."""
-
-    name = "codecarbon"
-    source = "codecarbon"
 
     @staticmethod
     def probe(config: MeterConfig) -> str | None:
@@ -120,17 +117,9 @@ class CodecarbonMeter:
     def devices(self) -> list[str]:
         return ["codecarbon"]
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "meter": self.name,
-            "source": self.source,
-            "kind": self.kind,
-            "role": "cross-check (never summed into gross_j)",
-            "codecarbon_version": self._version,
-            "country_iso_code": self.country_iso_code,
-            "components": self._components,
-            "devices": {"codecarbon": {"source": self.source, "kind": self.kind}},
-        }
+    def details(self) -> dict[str, Any]:
+        return {"role": "cross-check (never summed into gross_j)", "codecarbon_version": self._version,
+                "country_iso_code": self.country_iso_code, "components": self._components}
 
     def close(self) -> None:
         try:

@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any
 
-from energy.base import Reading
+from energy.base import MeterBase, Reading
 from energy.config import EstimateCoefficients, MeterConfig
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,8 @@ def power_w(coeffs: EstimateCoefficients, n_cores: int, utilisation: float) -> f
     return n_cores * (coeffs.p_min_w_per_core + (coeffs.p_max_w_per_core - coeffs.p_min_w_per_core) * u)
 
 
-class EstimateMeter:
+class EstimateMeter(MeterBase, name="estimate", kind="estimated"):
     """Whole-machine CPU estimate (device ``cpu``) plus optional per-process devices."""
-
-    name = "estimate"
-    source = "estimate"
-    kind = "estimated"
 
     @staticmethod
     def probe(config: MeterConfig) -> str | None:
@@ -117,17 +113,8 @@ class EstimateMeter:
     def devices(self) -> list[str]:
         return ["cpu", *(f"pid:{p}" for p in self._procs)]
 
-    def describe(self) -> dict[str, Any]:
+    def details(self) -> dict[str, Any]:
         return {
-            "meter": self.name,
-            "source": self.source,
-            "kind": self.kind,
             "model": "P = n_cores * (p_min_w_per_core + (p_max_w_per_core - p_min_w_per_core) * u)",
             "coefficients": {**self.coeffs.to_dict(), "n_cores": self.n_cores},
-            "devices": {
-                d: {"source": self.source, "kind": self.kind} for d in self.devices()
-            },
         }
-
-    def close(self) -> None:
-        pass

@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from energy.base import Reading
+from energy.base import MeterBase, Reading
 from energy.config import GpuSelectionError, MeterConfig
 
 log = logging.getLogger("energy")
@@ -255,11 +255,8 @@ def _match_uuid(entry: str, boards: list[Gpu], migs: dict[str, list[str]], origi
 # --------------------------------------------------------------------------- the meter
 
 
-class NvmlMeter:
+class NvmlMeter(MeterBase, name="nvml", kind="measured"):
     """The GPUs the trainer or server uses (see module doc), each read by UUID-mapped handle."""
-
-    name = "nvml"
-    kind = "measured"
 
     @staticmethod
     def probe(config: MeterConfig) -> str | None:
@@ -361,26 +358,22 @@ class NvmlMeter:
     def devices(self) -> list[str]:
         return [self._device(g) for g in self._gpus]
 
-    def describe(self) -> dict[str, Any]:
+    def details(self) -> dict[str, Any]:
+        return {"driver": self._driver, "gpu_selection": self._selection}
+
+    def device_table(self) -> dict[str, dict[str, Any]]:
         return {
-            "meter": self.name,
-            "source": self.source,
-            "kind": self.kind,
-            "driver": self._driver,
-            "gpu_selection": self._selection,
-            "devices": {
-                self._device(g): {
-                    "name": g.name,
-                    "uuid": g.uuid,
-                    "nvml_index": g.nvml_index,
-                    "cuda_index": g.cuda_index,
-                    "pci_bus_id": g.pci_bus_id,
-                    **({"mig": g.mig} if g.mig else {}),
-                    "source": "nvml-counter" if self._has_counter[i] else "nvml-power",
-                    "kind": self.kind,
-                }
-                for i, g in enumerate(self._gpus)
-            },
+            self._device(g): {
+                "name": g.name,
+                "uuid": g.uuid,
+                "nvml_index": g.nvml_index,
+                "cuda_index": g.cuda_index,
+                "pci_bus_id": g.pci_bus_id,
+                **({"mig": g.mig} if g.mig else {}),
+                "source": "nvml-counter" if self._has_counter[i] else "nvml-power",
+                "kind": self.kind,
+            }
+            for i, g in enumerate(self._gpus)
         }
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from energy.base import Reading
+from energy.base import MeterBase, Reading
 from energy.config import MeterConfig
 
 _ZONE_RE = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")
@@ -55,12 +55,8 @@ def _discover(root: Path) -> list[tuple[str, Path]]:
     return out
 
 
-class RaplMeter:
+class RaplMeter(MeterBase, name="rapl", kind="measured"):
     """Package and DRAM RAPL domains (``kind: measured``, ``source: rapl``)."""
-
-    name = "rapl"
-    source = "rapl"
-    kind = "measured"
 
     @staticmethod
     def probe(config: MeterConfig) -> str | None:
@@ -121,22 +117,9 @@ class RaplMeter:
     def devices(self) -> list[str]:
         return [d.device for d in self._domains]
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "meter": self.name,
-            "source": self.source,
-            "kind": self.kind,
-            "root": str(self._root),
-            "devices": {
-                d.device: {
-                    "source": self.source,
-                    "kind": self.kind,
-                    "max_energy_range_uj": d.max_range_uj,
-                    "wraps_unwrapped": d.wraps,
-                }
-                for d in self._domains
-            },
-        }
+    def details(self) -> dict[str, Any]:
+        return {"root": str(self._root)}
 
-    def close(self) -> None:
-        pass
+    def device_table(self) -> dict[str, dict[str, Any]]:
+        return {d.device: {"source": self.source, "kind": self.kind, "max_energy_range_uj": d.max_range_uj,
+                           "wraps_unwrapped": d.wraps} for d in self._domains}

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from energy.base import Reading, combine_kinds
+from energy.base import MeterBase, Reading, combine_kinds
 from energy.config import MeterConfig
 from energy.integrate import group_by_device
 
@@ -33,11 +33,8 @@ def replayed_kind(recorded: str) -> str:
     return "estimated" if combine_kinds([recorded]) == "estimated" else "replayed"
 
 
-class ReplayMeter:
+class ReplayMeter(MeterBase, name="replay"):
     """Plays back every device of a recorded trace (``source: replay``)."""
-
-    name = "replay"
-    source = "replay"
 
     @staticmethod
     def probe(config: MeterConfig, path: str | None = None) -> str | None:
@@ -104,21 +101,13 @@ class ReplayMeter:
     def devices(self) -> list[str]:
         return sorted(self._series)
 
-    def describe(self) -> dict[str, Any]:
-        recorded = {dev: sorted({r.source for r in s["rows"]}) for dev, s in self._series.items()}
-        recorded_kind = {dev: combine_kinds(r.kind for r in s["rows"]) for dev, s in self._series.items()}
-        return {
-            "meter": self.name,
-            "source": self.source,
-            "kind": self.kind,
-            "trace": self.path,
-            "trace_span_s": self._span_s,
-            "devices": {
-                dev: {"source": self.source, "kind": replayed_kind(recorded_kind[dev]),
-                      "recorded_source": recorded[dev], "recorded_kind": recorded_kind[dev]}
-                for dev, s in self._series.items()
-            },
-        }
+    def details(self) -> dict[str, Any]:
+        return {"trace": self.path, "trace_span_s": self._span_s}
 
-    def close(self) -> None:
-        pass
+    def device_table(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for dev, s in self._series.items():
+            recorded_kind = combine_kinds(r.kind for r in s["rows"])
+            out[dev] = {"source": self.source, "kind": replayed_kind(recorded_kind),
+                        "recorded_source": sorted({r.source for r in s["rows"]}), "recorded_kind": recorded_kind}
+        return out

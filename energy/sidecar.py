@@ -36,7 +36,6 @@ import logging
 import math
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -300,15 +299,21 @@ def post_mark(name: str, *, port: int, host: str = "127.0.0.1", t_unix_s: float 
 
 
 class Sidecar:
-    """Run ``python -m energy.sidecar`` as a child process (context manager).
+    """Run ``python -m energy.sidecar`` as a child process (context manager), through the study's
+    launcher (:class:`study.process.Launched`): ready when its port file appears.
 
-    ``Sidecar(out, interval_s=0.1, meter="auto", gpus=None)`` starts it with an HTTP mark endpoint on
-    a free loopback port (``gpus``: ``--gpus``; ``None`` = the inherited ``CUDA_VISIBLE_DEVICES``); :meth:`mark` sends a mark; :meth:`stop` sends SIGTERM and waits.
+    ``Sidecar(out, interval_s=0.1, meter="auto", gpus=None)`` starts it with an HTTP mark endpoint
+    on a free loopback port (``gpus``: ``--gpus``; ``None`` = the inherited
+    ``CUDA_VISIBLE_DEVICES``); :meth:`mark` sends a mark; :meth:`stop` sends SIGTERM and waits
+    (SIGKILL after the timeout). It stays in its parent's process group (it starts no children),
+    so a Ctrl-C of the terminal stops it with its parent.
     """
 
     def __init__(self, out: str | os.PathLike[str], *, interval_s: float = 0.1, meter: str | None = None,
                  pids: tuple[int, ...] = (), gpus: str | None = None, extra_args: tuple[str, ...] = (),
                  start_timeout_s: float = 60.0, python: str = sys.executable) -> None:
+        from study.process import Launched, child_env
+
         self.out = Path(out)
         self.port_file = self.out.with_name(self.out.stem + ".port")
         self.port_file.unlink(missing_ok=True)
@@ -322,35 +327,23 @@ class Sidecar:
             cmd += ["--pid", str(p)]
         self.log_path = self.out.with_name(self.out.stem + ".sidecar.log")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + start_timeout_s
-        while not self.port_file.exists():
-            if self.proc.poll() is not None:
-                self._log.close()
-                raise RuntimeError(f"sidecar exited with {self.proc.returncode}; see {self.log_path}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"sidecar did not start within {start_timeout_s} s; see {self.log_path}")
-            time.sleep(0.05)
+        self.launched = Launched(cmd, name="power sidecar", log=self.log_path, env=child_env(),
+                                 cwd=os.getcwd(), new_group=False).start()
+        self.proc = self.launched.proc
+        try:
+            self.launched.wait_ready(path=self.port_file, timeout_s=start_timeout_s, poll_s=0.05)
+        except BaseException:
+            self.stop()
+            raise
         self.port = int(self.port_file.read_text())
 
     def mark(self, name: str, t_unix_s: float | None = None) -> dict[str, Any]:
         """Record mark ``name`` (now, or at ``t_unix_s``)."""
         return post_mark(name, port=self.port, t_unix_s=t_unix_s)
 
-    def stop(self, timeout_s: float = 10.0) -> int:
+    def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM, wait (SIGKILL after ``timeout_s``); returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if not self._log.closed:
-            self._log.close()
-        return self.proc.returncode
+        return self.launched.stop(timeout_s=timeout_s)
 
     def __enter__(self) -> Sidecar:
         return self

@@ -78,8 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="length of each window (default 60)")
     p.add_argument("--interval-s", type=float, default=0.1, help="sampling period (default 0.1)")
     p.add_argument("--matmul-n", type=int, default=8192, help="square matmul size for the load")
-    p.add_argument("--out", default="results/gpu-validation", help="output directory")
+    p.add_argument("--out", default=None,
+                   help="output directory (default <results root>/gpu-validation: $RESULTS_DIR, else results)")
     args = p.parse_args(argv)
+    if args.out is None:
+        from study.paths import Paths
+
+        args.out = str(Paths.from_env().gpu_validation)
 
     from energy.registry import MeterUnavailable
     from energy.window import open_meters

@@ -6,7 +6,10 @@ bad setting fails before any process starts, naming the key and the allowed valu
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,8 +18,8 @@ from energy.carbon import grid_intensity_info
 from loadtest.shapes import LoadSpec
 from loadtest.summary import DEFAULT_LATE_THRESHOLD_MS, DEFAULT_MAX_ERROR_RATE
 from serving.engines.registry import ENGINE_NAMES, FACTS, OIP_HEALTH_PATH
+from study.paths import REPO_ROOT, Paths, artifacts_root, load_results_root  # noqa: F401 (REPO_ROOT: launch.py)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 # Engine facts come from the engine registry (serving/engines/registry.py,
 # `python -m serving.engines describe ENGINE`), never a copy. "default": an Open Inference
@@ -68,8 +71,8 @@ class RunConfig:
     late_threshold_ms: float = DEFAULT_LATE_THRESHOLD_MS
     timeout_s: float = 60.0
     startup_timeout_s: float = 600.0
-    artifacts_dir: str = "artifacts"
-    results_dir: str = "results/load"
+    artifacts_dir: str | None = None  # artifacts root (None: $ARTIFACTS, else artifacts/)
+    results_dir: str | None = None  # results root (None: $RESULTS_DIR, else results/)
     data: str | None = None
     max_items: int | None = None
     model_name: str = MODEL_NAME
@@ -103,6 +106,17 @@ class RunConfig:
         grid_intensity_info(self.country)  # ValueError naming the known codes, before any work
         if self.format is None:
             self.format = DEFAULT_FORMAT[self.engine]
+        # Both roots resolved once (absolute, recorded so in config.json); runs go to
+        # <results>/load/<engine>__<variant>/<run_id>/ (study.paths).
+        self.artifacts_dir = str(artifacts_root(self.artifacts_dir))
+        root, note = load_results_root(self.results_dir)
+        if note:
+            print(f"loadtest: {note}", file=sys.stderr)
+        self.results_dir = str(root)
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(Path(str(self.artifacts_dir)), Path(str(self.results_dir)))
 
     @property
     def protocol(self) -> str:
@@ -110,6 +124,27 @@ class RunConfig:
 
 
 
-
 def utc_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def server_parser(prog: str, description: str, *, interval_s: float) -> argparse.ArgumentParser:
+    """A parser with the options of the server a load test (``loadtest.run``) or an exploring
+    session (``loadtest.explore``) starts: engine, artifact, roots, meter."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--engine", required=True, choices=ENGINES, help="serving engine")
+    p.add_argument("--variant", default=os.environ.get("VARIANT", "v0"), help="variant (default v0)")
+    p.add_argument("--format", default=None, help="export format (default: the engine's)")
+    p.add_argument("--meter", default=os.environ.get("METER", "auto"),
+                   help="power meter spec of the sidecar (auto, estimate, nvml, rapl, replay:<csv>, …)")
+    p.add_argument("--interval-s", type=float, default=interval_s,
+                   help=f"sidecar sampling period, s (default {interval_s:g})")
+    p.add_argument("--artifacts-dir", default=None, help="artifacts root (default $ARTIFACTS, else artifacts)")
+    p.add_argument("--results-dir", default=None,
+                   help="results root (default $RESULTS_DIR, else results); load runs go to "
+                   "<root>/load/<engine>__<variant>/<run_id>/, Locust's to <root>/locust/…")
+    p.add_argument("--model-name", default=MODEL_NAME, help="served model name")
+    p.add_argument("--startup-timeout", type=float, default=600.0, help="server start-up limit, s")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for serving.serve (repeatable, e.g. --server-arg=--threads=2)")
+    return p

@@ -1,5 +1,5 @@
 """What plain Locust needs beyond the request itself: its options, the served model's held-out
-requests, and the live figures of the web UI's **Energy** tab.
+requests and the served-accuracy tally.
 
 Kept apart from :mod:`loadtest.locustfile` (which imports Locust and, with it, gevent's
 monkey-patching) so every piece here is a plain function or class that tests call directly:
@@ -12,21 +12,16 @@ monkey-patching) so every piece here is a plain function or class that tests cal
   from its own metadata (OIP ``GET /v2/models/<model>`` → ``parameters.variant``; vLLM
   ``GET /v1/models`` → the artifact path it loaded).
 * :func:`held_out_requests` — the test split of that variant as recorded in its
-  ``artifacts/<variant>/model/split.json`` (via :func:`loadtest.run.write_requests_file`, the one
+  ``<artifacts>/<variant>/model/split.json`` (via :func:`loadtest.run.write_requests_file`, the one
   place that turns a split into request lines).
 * :class:`ServedTally` — ok/failed counts and the confusion matrix of the responses, mergeable
   across Locust workers.
-* :class:`EnergyView` — live power, energy so far, Wh per 1k requests since the test started
-  (gross; server-attributed where the power trace carries the server's ``pid:<n>`` series) and
-  served accuracy, from a power sidecar's CSV through :mod:`energy.trace` (the study's single
-  integration path). Every figure carries its meter (``source``) and ``kind``.
+
+The web UI's **Energy** tab (:class:`loadtest.energy_tab.EnergyView`) has a module of its own.
 """
 
 from __future__ import annotations
 
-import csv
-import html
-import io
 import json
 import math
 import os
@@ -41,17 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.protocols import PROTOCOLS
+from study.paths import DEFAULT_ARTIFACTS, Paths, artifacts_root, load_results_root
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "bigvul-modernbert"
-DEFAULT_RESULTS_DIR = "results/locust"
 ENGINES = ("onnxruntime", "pytorch", "triton", "vllm")
 PROTOCOL_CHOICES = ("auto", *PROTOCOLS)
-# Live power is the mean over this many seconds before the newest sample (one sample of an
-# estimate or a 1 s-averaged NVML power is too jumpy to read).
-LIVE_POWER_WINDOW_S = 2.0
-# The power CSV is re-read at most this often, however often the web UI polls.
-REFRESH_S = 1.0
 
 
 # --------------------------------------------------------------------------- options
@@ -77,7 +66,7 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("--requests-file", "LOADTEST_REQUESTS", str, "",
            "JSONL of {\"text\": …, \"label\": 0|1} to send (default: the held-out test split of the "
-           "served model, from artifacts/<variant>/model/split.json)"),
+           "served model, from <artifacts>/<variant>/model/split.json)"),
     Option("--protocol", "LOADTEST_PROTOCOL", str, "auto",
            "oip (Open Inference Protocol v2) or vllm (vLLM /classify); auto asks the server",
            choices=PROTOCOL_CHOICES),
@@ -92,13 +81,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("--seed", "LOADTEST_SEED", int, 0, "seed of the request order and arrival schedule"),
     Option("--variant", "LOADTEST_VARIANT", str, "",
            "variant of the served model when its metadata does not name it (Triton)"),
-    Option("--artifacts-dir", "ARTIFACTS", str, "artifacts",
-           "artifacts root holding <variant>/model/split.json (relative: to the repository)",
-           web_ui=False),
+    Option("--artifacts-dir", "ARTIFACTS", str, "",
+           "artifacts root holding <variant>/model/split.json (default: the model directory the "
+           "server's metadata names, else artifacts; relative: to the repository)", web_ui=False),
     Option("--data", "LOADTEST_DATA", str, "", "BigVul CSV (default: the one split.json names)",
            web_ui=False),
-    Option("--results-dir", "LOADTEST_RESULTS_DIR", str, DEFAULT_RESULTS_DIR,
-           "records go to <results-dir>/<engine>__<variant>/<run_id>/", web_ui=False),
+    Option("--results-dir", "RESULTS_DIR", str, "",
+           "results root (default results): records go to <root>/locust/<engine>__<variant>/<run_id>/",
+           web_ui=False),
     Option("--records-dir", "LOADTEST_RECORDS_DIR", str, "",
            "write the per-request CSVs here instead (the orchestrator's choice)", web_ui=False),
     Option("--phase", "LOADTEST_PHASE", str, "run", "tag in the per-request file names", web_ui=False),
@@ -155,9 +145,9 @@ class Settings:
     request_timeout: float = 60.0
     seed: int = 0
     variant: str = ""
-    artifacts_dir: str = "artifacts"
+    artifacts_dir: str = ""  # "" = $ARTIFACTS, else artifacts/ (study.paths)
     data: str = ""
-    results_dir: str = DEFAULT_RESULTS_DIR
+    results_dir: str = ""  # "" = $RESULTS_DIR, else results/
     records_dir: str = ""
     phase: str = "run"
     run_id: str = ""
@@ -196,8 +186,8 @@ def settings_from(opts: Any) -> Settings:
         batch=_num(opts, by["batch"], int, 1), rps=rps, pool=pool,
         request_timeout=_num(opts, by["request_timeout"], float, 0.001),
         seed=_num(opts, by["seed"], int, 0), variant=s("variant"),
-        artifacts_dir=s("artifacts_dir") or "artifacts", data=s("data"),
-        results_dir=s("results_dir") or DEFAULT_RESULTS_DIR, records_dir=s("records_dir"),
+        artifacts_dir=s("artifacts_dir"), data=s("data"),
+        results_dir=s("results_dir"), records_dir=s("records_dir"),
         phase=phase, run_id=s("run_id"), power_csv=s("power_csv"), meter=s("meter") or "auto",
         server_pid=_num(opts, by["server_pid"], int, 1, optional=True),
     )
@@ -208,9 +198,12 @@ def utc_run_id(t_unix_s: float | None = None) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def artifacts_root(path: str) -> Path:
-    p = Path(path or "artifacts")
-    return p if p.is_absolute() else REPO_ROOT / p
+def paths(settings: Settings) -> Paths:
+    """The study's layout under the options' roots (empty: ``$ARTIFACTS`` / ``$RESULTS_DIR``,
+    else the defaults). A results root given as its ``load`` folder (the load test's old
+    ``--results-dir``) is taken as that folder's parent, as ``python -m loadtest.run`` does."""
+    root, _note = load_results_root(settings.results_dir or None)
+    return Paths(artifacts_root(settings.artifacts_dir or None), root)
 
 
 # --------------------------------------------------------------------------- the served model
@@ -257,8 +250,8 @@ def model_dir_from_path(path: str, variant: str | None) -> str | None:
         return None
     p = Path(path)
     for d in (p, *p.parents):
-        if d.name == variant and (d / "model").is_dir():
-            return str(d / "model")
+        if d.name == variant and (model := Paths.from_env(artifacts=d.parent).model_dir(variant)).is_dir():
+            return str(model)
     return None
 
 
@@ -316,14 +309,13 @@ def held_out_requests(settings: Settings, variant: str, out: Path,
     The split is the one ``<artifacts>/<variant>/model/split.json`` recorded at training (seed,
     fractions, data), so no function the model was trained on is sent. The model directory is
     ``--artifacts-dir``'s when given, else the one the server's metadata points at (when it
-    exists here), else ``artifacts/``'s. ``ValueError`` when it does not exist.
+    exists here), else the default artifacts root's. ``ValueError`` when it does not exist.
     """
     from loadtest.run import write_requests_file  # pandas + the training package: only here
     from training.data import SPLIT_FILE
 
-    default_root = settings.artifacts_dir in ("", "artifacts")
-    path = (Path(model_dir) if model_dir and default_root
-            else artifacts_root(settings.artifacts_dir) / variant / "model")
+    default_root = artifacts_root(settings.artifacts_dir or DEFAULT_ARTIFACTS) == artifacts_root(DEFAULT_ARTIFACTS)
+    path = Path(model_dir) if model_dir and default_root else paths(settings).model_dir(variant)
     if not path.is_dir():
         raise ValueError(
             f"{path} does not exist: cannot tell which functions variant {variant!r} was "
@@ -405,168 +397,6 @@ class ServedTally:
         total = sum(self.pairs.values())
         scores["majority_baseline_accuracy"] = (max(pos, total - pos) / total) if total else None
         return scores
-
-
-# --------------------------------------------------------------------------- energy figures
-
-COLUMNS = ("figure", "value", "unit", "meter", "kind", "covers")
-TABLE_STRUCTURE = [{"key": k, "title": k.capitalize()} for k in COLUMNS]
-
-
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:.4g}"
-
-
-class EnergyView:
-    """The Energy tab's figures since ``start(t0)``, from a power sidecar CSV.
-
-    ``power_csv`` None means energy is off (``--meter off``): the figures say so. Power and
-    energy come from :func:`energy.trace.record_from_readings` (the study's integration), so
-    they are what ``make load`` would compute from the same trace over the same window.
-    """
-
-    def __init__(self, power_csv: str | os.PathLike[str] | None, *, server_pid: int | None = None,
-                 meter_note: str = "") -> None:
-        self.power_csv = Path(power_csv) if power_csv else None
-        self.server_pid = server_pid
-        self.meter_note = meter_note
-        self.t0: float | None = None
-        self._cache: tuple[float, list] | None = None
-
-    def start(self, t0: float | None = None) -> None:
-        self.t0 = time.time() if t0 is None else t0
-
-    def _readings(self) -> list:
-        from energy.trace import read_readings
-
-        now = time.monotonic()
-        if self._cache is not None and now - self._cache[0] < REFRESH_S:
-            return self._cache[1]
-        try:
-            rs = read_readings(self.power_csv) if self.power_csv else []
-        except (OSError, ValueError):
-            rs = []
-        self._cache = (now, rs)
-        return rs
-
-    def figures(self, tally: ServedTally) -> list[dict[str, Any]]:
-        """Rows ``{key, figure, value, unit, meter, kind, covers}`` (``value`` None = n/a)."""
-        from energy.trace import record_from_readings
-        from loadtest.summary import energy_per_1k_wh
-
-        rows: list[dict[str, Any]] = []
-
-        def row(key: str, figure: str, value: float | None, unit: str, meter: str, kind: str,
-                covers: str) -> None:
-            rows.append({"key": key, "figure": figure, "value": value, "unit": unit,
-                         "meter": meter, "kind": kind, "covers": covers})
-
-        readings = self._readings()
-        t_last = max((r.t_unix_s for r in readings), default=None)
-        since = "since the test started" if self.t0 is not None else "no test started yet"
-        if self.power_csv is None:
-            for key, fig, unit in (("power", "Live power", "W"), ("energy", "Energy so far", "Wh"),
-                                   ("per1k_gross", "Energy per 1k requests, gross", "Wh/1k")):
-                row(key, fig, None, unit, "none", "not measured", self.meter_note or "energy is off")
-        elif not readings or t_last is None:
-            for key, fig, unit in (("power", "Live power", "W"), ("energy", "Energy so far", "Wh"),
-                                   ("per1k_gross", "Energy per 1k requests, gross", "Wh/1k")):
-                row(key, fig, None, unit, "none", "not measured",
-                    f"no samples yet in {self.power_csv}")
-        else:
-            live = record_from_readings(readings, t_last - LIVE_POWER_WINDOW_S, t_last, name="live")
-            row("power", "Live power", None if live.gross_j is None or live.duration_s <= 0
-                else live.gross_j / live.duration_s, "W", live.source, live.kind,
-                f"machine, mean of the last {LIVE_POWER_WINDOW_S:g} s")
-            rec = None
-            if self.t0 is not None and t_last > self.t0:
-                rec = record_from_readings(readings, self.t0, t_last, name="so_far")
-            src = rec.source if rec else live.source
-            kind = rec.kind if rec else live.kind
-            gross = rec.gross_j if rec else None
-            flags = f"; {'; '.join(rec.flags)}" if rec and rec.flags else ""
-            row("energy", "Energy so far", None if gross is None else gross / 3600.0, "Wh", src, kind,
-                f"machine, {since}{flags}")
-            row("per1k_gross", "Energy per 1k requests, gross",
-                energy_per_1k_wh(gross, tally.ok), "Wh/1k", src, kind,
-                f"machine energy ÷ {tally.ok} ok requests, {since}")
-            server_key = f"pid:{self.server_pid}" if self.server_pid else None
-            attributed = False
-            for dev, cc in sorted((rec.cross_checks if rec else {}).items()):
-                if dev.startswith("pid:"):
-                    if server_key is not None and dev != server_key:
-                        continue
-                    attributed = True
-                    row("per1k_server", "Energy per 1k requests, server-attributed",
-                        energy_per_1k_wh(cc.get("energy_j"), tally.ok), "Wh/1k",
-                        str(cc.get("source")), str(cc.get("kind")),
-                        f"server process {dev[4:]}: the dynamic CPU power it adds, {since}")
-                else:
-                    row(f"per1k_{dev}", f"Energy per 1k requests, {dev} cross-check",
-                        energy_per_1k_wh(cc.get("energy_j"), tally.ok), "Wh/1k",
-                        str(cc.get("source")), str(cc.get("kind")),
-                        f"independent series, never summed into gross, {since}")
-            if not attributed:
-                row("per1k_server", "Energy per 1k requests, server-attributed", None, "Wh/1k",
-                    "none", "not measured",
-                    "the power trace has no series of the server process (make locust starts the "
-                    "sidecar with the server's pid; the estimate meter attributes it)")
-        sc = tally.scores()
-        n = sc.get("n_scored") or 0
-        check = f"client check of {n} predictions against the true labels"
-        row("accuracy", "Served accuracy so far", sc.get("accuracy"), "fraction", check, "measured",
-            f"{tally.ok} ok, {tally.failed} failed requests, {since}")
-        row("baseline", "Majority-class baseline accuracy", sc.get("majority_baseline_accuracy"),
-            "fraction", check, "measured", "always predicting the commoner true label of the same requests")
-        row("f1", "Served F1 (vulnerable = 1)", sc.get("f1"), "fraction", check, "measured", since)
-        return rows
-
-    def snapshot(self, tally: ServedTally, **meta: Any) -> dict[str, Any]:
-        """The data endpoint's body: the rows plus when and what they cover."""
-        return {"t_unix_s": time.time(), "test_start_unix_s": self.t0,
-                "power_csv": str(self.power_csv) if self.power_csv else None,
-                "requests": {"ok": tally.ok, "failed": tally.failed},
-                **meta, "figures": self.figures(tally)}
-
-
-def ui_rows(figures: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows for Locust's extended table (values formatted, ``n/a`` when unknown)."""
-    return [{**{k: f[k] for k in COLUMNS}, "value": _fmt(f["value"])} for f in figures]
-
-
-def figures_csv(figures: list[dict[str, Any]]) -> str:
-    """The figures as CSV text (``figure,value,unit,meter,kind,covers``; empty value = n/a)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for f in figures:
-        w.writerow([f["figure"], "" if f["value"] is None else repr(float(f["value"])), f["unit"],
-                    f["meter"], f["kind"], f["covers"]])
-    return buf.getvalue()
-
-
-def figures_html(figures: list[dict[str, Any]]) -> str:
-    """A self-contained ``<section>`` for Locust's HTML report (escaped, no script)."""
-    head = "".join(f"<th style='text-align:left;padding:4px 8px'>{c.capitalize()}</th>" for c in COLUMNS)
-    body = "".join(
-        "<tr>" + "".join(
-            f"<td style='padding:4px 8px;border-top:1px solid #ccc'>"
-            f"{html.escape(_fmt(f[c]) if c == 'value' else str(f[c]))}</td>" for c in COLUMNS
-        ) + "</tr>"
-        for f in figures
-    )
-    return ("<section id='gps-energy' style='font-family:sans-serif;max-width:1200px;margin:24px auto;"
-            "padding:0 24px'><h2>Energy</h2><table style='border-collapse:collapse'><thead><tr>"
-            f"{head}</tr></thead><tbody>{body}</tbody></table></section>")
-
-
-def inject_html(report: str, figures: list[dict[str, Any]]) -> str:
-    """``report`` (Locust's HTML report) with the Energy section before ``</body>``."""
-    section = figures_html(figures)
-    i = report.rfind("</body>")
-    return report + section if i < 0 else report[:i] + section + report[i:]
 
 
 def main(argv: list[str] | None = None) -> int:

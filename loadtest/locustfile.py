@@ -8,8 +8,9 @@ Plain Locust is enough — ``--host`` is the only thing to give (docs/loadtest.m
 
 At each test start the master (or the single local process) asks the server what it serves
 (:func:`loadtest.live.resolve_target`: engine, variant, protocol), sends the **held-out test
-split** of that variant (``artifacts/<variant>/model/split.json``) unless ``--requests-file``
-says otherwise, and writes everything under ``results/locust/<engine>__<variant>/<run_id>/``:
+split** of that variant (``<artifacts>/<variant>/model/split.json``) unless ``--requests-file``
+says otherwise, and writes everything under ``<results>/locust/<engine>__<variant>/<run_id>/``
+(``--results-dir`` is the results root; :meth:`study.paths.Paths.locust_run`):
 ``requests-<phase>-<pid>.csv`` from every process (workers included), ``requests.jsonl`` (what
 was sent), ``meta.json`` and, at the end, ``energy.csv``. The options (``--requests-file``,
 ``--protocol``, ``--model``, ``--batch``, ``--rps``, ``--pool``, ``--request-timeout``, …, see
@@ -29,7 +30,7 @@ locust`` starts one) or from a sidecar this process starts itself (``--meter``, 
 
 Every response is checked (HTTP status, schema, one label per input) and its predicted label
 compared with the true one. Each request becomes one row of the per-process CSV
-(:data:`loadtest.summary.RECORD_COLUMNS`) with this machine's wall-clock send/complete times, so
+(:data:`loadtest.records.RECORD_COLUMNS`) with this machine's wall-clock send/complete times, so
 the orchestrator can cut windows exactly and compute served F1. A failed request is a row with
 its error, never an exception that stops the user.
 
@@ -45,15 +46,12 @@ size); each row carries its target time so lateness and latency-from-intended ar
 from __future__ import annotations
 
 import atexit
-import csv
 import itertools
-import json
 import logging
 import os
 import random
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -70,48 +68,12 @@ import gevent  # noqa: E402
 from locust import events, task  # noqa: E402
 from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 
-from loadtest import live  # noqa: E402
+from loadtest import energy_tab, live  # noqa: E402
 from loadtest.protocols import PREDICT_FN, oip_request, vllm_request  # noqa: E402
-from loadtest.summary import RECORD_COLUMNS  # noqa: E402
+from loadtest.records import RecordWriter  # noqa: E402
 
 log = logging.getLogger("loadtest")
 RUN_KEY = "gps_run"  # the run's resolved settings, carried to workers in parsed_options
-
-
-class RecordWriter:
-    """This process's per-request CSV: opened on the first record, flushed twice a second (so
-    the orchestrator can follow progress and a killed process loses little), closed at exit."""
-
-    def __init__(self, directory: str | os.PathLike[str] | None, phase: str | None) -> None:
-        self.path = Path(directory) / f"requests-{phase}-{os.getpid()}.csv" if directory else None
-        self._fh = None
-        self._w: Any = None
-        self._lock = threading.Lock()
-        self.n = 0
-
-    def write(self, row: list[str]) -> None:
-        if self.path is None:
-            return
-        with self._lock:
-            if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
-                self._w = csv.writer(self._fh)
-                if self._fh.tell() == 0:
-                    self._w.writerow(RECORD_COLUMNS)
-            self._w.writerow(row)
-            self.n += 1
-
-    def flush(self) -> None:
-        with self._lock:
-            if self._fh is not None and not self._fh.closed:
-                self._fh.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fh is not None and not self._fh.closed:
-                self._fh.flush()
-                self._fh.close()
 
 
 class State:
@@ -127,7 +89,7 @@ class State:
         self.writer = RecordWriter(None, None)
         self.tally = live.ServedTally()  # this process (a worker's: since its last report)
         self.total = live.ServedTally()  # master: every worker's, merged from their reports
-        self.energy: live.EnergyView | None = None
+        self.energy: energy_tab.EnergyView | None = None
         self.sidecar: Any = None
         self.targets: dict[tuple, live.Target] = {}
         self.splits: dict[tuple, dict[str, Any]] = {}
@@ -145,7 +107,7 @@ class State:
             return
         path = self.run["requests_file"]
         if not Path(path).exists() and self.run.get("from_split"):
-            settings = live.Settings(artifacts_dir=self.run.get("artifacts_dir") or "artifacts",
+            settings = live.Settings(artifacts_dir=self.run.get("artifacts_dir") or "",
                                      data=self.run.get("data") or "")
             path = str(Path(self.run["records_dir"]) / f"requests-{os.getpid()}.jsonl")
             live.held_out_requests(settings, self.run["variant"], Path(path),
@@ -201,8 +163,8 @@ def prepare_run(environment) -> dict[str, Any]:
     if s.records_dir:
         records_dir = Path(s.records_dir)
     else:
-        base = Path(s.results_dir) / f"{target.engine or 'unknown'}__{target.variant or 'unknown'}"
-        run_dir = base / run_id
+        run_dir = live.paths(s).locust_run(target.engine or "unknown", target.variant or "unknown", run_id)
+        base = run_dir.parent
         for k in itertools.count(2):  # two tests started within one second get two directories
             if s.run_id or not run_dir.exists():
                 break
@@ -293,28 +255,28 @@ def _on_init(environment, **_kw) -> None:
             sys.exit(2)
     _start_energy(s)
     if environment.web_ui is not None:
-        _extend_web_ui(environment)
+        energy_tab.extend_web_ui(environment, energy_snapshot)
 
 
 def _start_energy(s: live.Settings) -> None:
     if s.power_csv:
-        STATE.energy = live.EnergyView(s.power_csv, server_pid=s.server_pid)
+        STATE.energy = energy_tab.EnergyView(s.power_csv, server_pid=s.server_pid)
         return
     if s.meter.lower() in ("off", "none"):
-        STATE.energy = live.EnergyView(None, meter_note="--meter off")
+        STATE.energy = energy_tab.EnergyView(None, meter_note="--meter off")
         return
     from energy.sidecar import Sidecar
 
-    out = Path(s.results_dir) / "power" / f"{live.utc_run_id()}-{os.getpid()}.csv"
+    out = live.paths(s).power / f"{live.utc_run_id()}-{os.getpid()}.csv"
     try:
         STATE.sidecar = Sidecar(out, interval_s=0.5, meter=s.meter,
                                 pids=(s.server_pid,) if s.server_pid else ())
     except (RuntimeError, TimeoutError, OSError) as e:
         log.warning("loadtest: no energy figures: the power sidecar did not start (%s)", e)
-        STATE.energy = live.EnergyView(None, meter_note=f"the power sidecar did not start: {e}")
+        STATE.energy = energy_tab.EnergyView(None, meter_note=f"the power sidecar did not start: {e}")
         return
     atexit.register(STATE.sidecar.stop)
-    STATE.energy = live.EnergyView(out, server_pid=s.server_pid)
+    STATE.energy = energy_tab.EnergyView(out, server_pid=s.server_pid)
 
 
 @events.test_start.add_listener
@@ -363,7 +325,7 @@ def _on_worker_report(data, **_kw) -> None:
 def energy_snapshot() -> dict[str, Any]:
     """The Energy tab's data (what ``GET /energy`` returns)."""
     if STATE.energy is None:
-        STATE.energy = live.EnergyView(None, meter_note="not started")
+        STATE.energy = energy_tab.EnergyView(None, meter_note="not started")
     run = STATE.run or {}
     return STATE.energy.snapshot(
         STATE.served, run_id=run.get("run_id"), engine=run.get("engine"),
@@ -377,7 +339,7 @@ def _write_energy_files(environment) -> None:
     from study.io import write_json_atomic, write_text_atomic
 
     snap = energy_snapshot()
-    text = live.figures_csv(snap["figures"])
+    text = energy_tab.figures_csv(snap["figures"])
     if STATE.run.get("run_dir"):
         write_text_atomic(Path(STATE.run["run_dir"]) / "energy.csv", text)
         write_json_atomic(Path(STATE.run["run_dir"]) / "energy.json", snap)
@@ -407,41 +369,9 @@ def _on_quit(**_kw) -> None:
         from study.io import write_text_atomic
 
         report = Path(html_file).read_text(encoding="utf-8")
-        write_text_atomic(html_file, live.inject_html(report, energy_snapshot()["figures"]))
+        write_text_atomic(html_file, energy_tab.inject_html(report, energy_snapshot()["figures"]))
     if STATE.sidecar is not None:
         STATE.sidecar.stop()
-
-
-def _extend_web_ui(environment) -> None:
-    """The Energy tab, as Locust's own ``extend_web_ui`` example does it: a tab and its table
-    in the template arguments, its rows in ``extended_stats`` of ``/stats/requests``."""
-    from flask import Response, jsonify, request
-
-    web_ui = environment.web_ui
-    web_ui.template_args["extended_tabs"] = [{"title": "Energy", "key": "energy"}]
-    web_ui.template_args["extended_tables"] = [{"key": "energy", "structure": live.TABLE_STRUCTURE}]
-    web_ui.template_args["extended_csv_files"] = [
-        {"href": "./energy/csv", "title": "Download energy figures CSV"}]
-
-    @web_ui.app.after_request
-    def _extend(response):
-        if request.path.endswith("/stats/requests") and response.is_json:
-            body = response.get_json()
-            body["extended_stats"] = [{"key": "energy", "data": live.ui_rows(energy_snapshot()["figures"])}]
-            response.set_data(json.dumps(body))
-        elif request.path.endswith("/stats/report") and response.mimetype == "text/html":
-            response.set_data(live.inject_html(response.get_data(as_text=True),
-                                               energy_snapshot()["figures"]))
-        return response
-
-    @web_ui.app.route("/energy")
-    def _energy():
-        return jsonify(energy_snapshot())
-
-    @web_ui.app.route("/energy/csv")
-    def _energy_csv():
-        return Response(live.figures_csv(energy_snapshot()["figures"]), mimetype="text/csv",
-                        headers={"Content-Disposition": "attachment;filename=energy.csv"})
 
 
 # --------------------------------------------------------------------------- protocols

@@ -31,15 +31,10 @@ from energy.integrate import idle_power_per_device
 from loadtest.config import INTERRUPTED, RECORDS_SUBDIR, RepeatFailed, RunConfig
 from loadtest.cpu import CpuAccountant, tree_pids
 from loadtest.launch import LocustPhase, Server, _count_rows, run_locust, scrape_count
+from loadtest.records import in_window, read_request_records, request_span
 from loadtest.shapes import LoadSpec
 from loadtest.stability import StabilityMonitor
-from loadtest.summary import (
-    compose_repeat_summary,
-    in_window,
-    latency_summary,
-    read_request_records,
-    request_span,
-)
+from loadtest.summary import compose_repeat_summary, latency_summary
 from study.environment import capture
 from study.io import write_json_atomic, write_text_atomic
 from study.process import tail_line

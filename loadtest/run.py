@@ -14,7 +14,8 @@ For every load level and every repeat, in one sequence of real processes::
 
 Energy of each window comes from the sidecar's power CSV through
 :func:`energy.trace.record_from_csv`; the idle window's mean power is the ``idle_w`` that gives
-every net figure. Results go to ``results/load/<engine>__<variant>/<run_id>/``: ``summary.json``
+every net figure. Results go to ``<results>/load/<engine>__<variant>/<run_id>/`` (``--results-dir``
+is the results root; :meth:`study.paths.Paths.load_run`): ``summary.json``
 (mean over ok repeats + 95 % CI, every repeat listed) and ``repeat-<k>/`` with Locust's CSVs, the
 per-request CSVs, ``power.csv`` (+ marks), the server log and the repeat's own ``summary.json``.
 
@@ -41,12 +42,14 @@ from loadtest.config import (  # noqa: F401  (re-exported: the CLI's public name
     MODEL_NAME,
     REPO_ROOT,
     RunConfig,
+    server_parser,
     utc_run_id,
 )
 from loadtest.cpu import parse_cpus
 from loadtest.phases import run_repeat
+from loadtest.repeats import aggregate_repeats
 from loadtest.shapes import LoadSpec, specs_for
-from loadtest.summary import DEFAULT_LATE_THRESHOLD_MS, DEFAULT_MAX_ERROR_RATE, aggregate_repeats
+from loadtest.summary import DEFAULT_LATE_THRESHOLD_MS, DEFAULT_MAX_ERROR_RATE
 from study.io import write_json_atomic, write_text_atomic
 from study.process import child_env, free_port, http_get  # noqa: F401
 from study.prometheus import parse_prometheus_sum  # noqa: F401
@@ -79,13 +82,13 @@ def write_requests_file(path: Path, data: str | None, max_items: int | None,
 
 
 def run_level(cfg: RunConfig, spec: LoadSpec, run_id: str, requests_file: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """All repeats of one load level → ``<results>/<engine>__<variant>/<run_id>/summary.json``."""
-    run_dir = Path(cfg.results_dir) / f"{cfg.engine}__{cfg.variant}" / run_id
+    """All repeats of one load level → ``<results>/load/<engine>__<variant>/<run_id>/summary.json``."""
+    run_dir = cfg.paths.load_run(cfg.engine, cfg.variant, run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     if requests_file is None:
         requests_file = run_dir / "requests.jsonl"
         write_requests_file(requests_file, cfg.data, cfg.max_items,
-                            model_dir=REPO_ROOT / cfg.artifacts_dir / cfg.variant / "model")
+                            model_dir=cfg.paths.model_dir(cfg.variant))
     write_json_atomic(run_dir / "config.json", {
         **{k: v for k, v in vars(cfg).items() if k != "specs"}, "load": spec.to_dict(), "run_id": run_id,
     })
@@ -166,14 +169,9 @@ def headline(summary: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m loadtest.run",
-        description="Load-test a serving engine with Locust and measure energy per 1k requests "
-        "(power sidecar → server start [system] → idle baseline → warm-up → steady window).",
-    )
-    p.add_argument("--engine", required=True, choices=ENGINES, help="serving engine")
-    p.add_argument("--variant", default=os.environ.get("VARIANT", "v0"), help="variant (default v0)")
-    p.add_argument("--format", default=None, help="export format (default: the engine's)")
+    p = server_parser("python -m loadtest.run", "Load-test a serving engine with Locust and measure "
+                      "energy per 1k requests (power sidecar → server start [system] → idle baseline "
+                      "→ warm-up → steady window).", interval_s=0.1)
     load = p.add_mutually_exclusive_group()
     load.add_argument("--users", type=int, default=None, help="closed loop: concurrent users (default 8)")
     load.add_argument("--rps", type=float, default=None, help="open loop: Poisson arrival rate (req/s)")
@@ -206,25 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Locust workers (0: one local process; n: master + n workers)")
     p.add_argument("--url", default=None, help="attach to a running server instead of starting one")
     p.add_argument("--metrics-url", default=None, help="server's Prometheus endpoint (default <url>/metrics)")
-    p.add_argument("--meter", default=os.environ.get("METER", "auto"),
-                   help="power meter spec for the sidecar (auto, estimate, nvml, rapl, replay:<csv>, …)")
-    p.add_argument("--interval-s", type=float, default=0.1, help="sidecar sampling period, s")
     p.add_argument("--country", default=os.environ.get("COUNTRY", "FRA"), help="ISO-3 country for CO₂")
     p.add_argument("--max-error-rate", type=float, default=DEFAULT_MAX_ERROR_RATE,
                    help="fail a repeat whose failed/all requests exceeds this (default 0.05)")
     p.add_argument("--late-threshold-ms", type=float, default=DEFAULT_LATE_THRESHOLD_MS,
                    help="open loop: an arrival sent later than this after its target is 'late'")
     p.add_argument("--timeout", type=float, default=60.0, help="per-request timeout, s")
-    p.add_argument("--startup-timeout", type=float, default=600.0, help="server start-up limit, s")
-    p.add_argument("--artifacts-dir", default=os.environ.get("ARTIFACTS", "artifacts"), help="artifacts root")
-    p.add_argument("--results-dir", default="results/load", help="results root (default results/load)")
     p.add_argument("--data", default=None, help="BigVul CSV (default: the embedded sample)")
     p.add_argument("--max-items", type=int, default=None, help="use only the first N test functions")
-    p.add_argument("--model-name", default=MODEL_NAME, help="served model name")
     p.add_argument("--run-id", default=None, help="run id (default: UTC timestamp)")
     p.add_argument("--seed", type=int, default=0, help="seed of request order and arrivals")
-    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for serving.serve (repeatable, e.g. --server-arg=--threads=2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

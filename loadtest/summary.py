@@ -1,5 +1,6 @@
 """Pure metric functions of a load run: energy per 1k requests, latency percentiles, served
-accuracy/F1, failure rules, and the mean + 95 % CI across repeats.
+accuracy/F1, failure rules and one repeat's ``summary.json`` (the request records are
+:mod:`loadtest.records`; the mean + 95 % CI across repeats :mod:`loadtest.repeats`).
 
 Everything here is a plain function of plain numbers, request records and
 :class:`~energy.base.EnergyRecord` objects — no processes, no sockets — so each can be tested on
@@ -19,20 +20,16 @@ Definitions (docs/loadtest.md explains the choices):
 
 from __future__ import annotations
 
-import csv
-import math
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from energy.base import J_PER_WH, EnergyRecord, combine_kinds
+from loadtest.records import RequestRecord, in_window
 from study import stats
 from study.metrics import classification_metrics
 from study.schema import LoadSummary
-from study.stats import get_path, percentile
+from study.stats import percentile
 
 PERCENTILES = (50, 90, 95, 99)
 # A steady window whose samples cover less than this share is degraded (kept, never averaged
@@ -45,52 +42,7 @@ DEFAULT_MAX_ERROR_RATE = 0.05
 # An open-loop arrival that starts more than this after its scheduled time counts as "late".
 DEFAULT_LATE_THRESHOLD_MS = 10.0
 
-# Per-request CSV written by every Locust process (loadtest/locustfile.py).
-RECORD_COLUMNS = (
-    "t_start_unix_s",  # when the request was sent
-    "t_end_unix_s",  # when its response (or error) was complete
-    "latency_ms",
-    "ok",  # 1/0: status 200 and a well-formed response
-    "error",  # short reason when ok == 0 ("" otherwise)
-    "n_items",  # functions in the request (batch size)
-    "true",  # true labels, space-separated
-    "pred",  # predicted labels, space-separated ("" when the response had none)
-    "target_unix_s",  # open loop: the scheduled arrival time ("" for closed loop)
-    "score",  # positive-class scores (logit₁ − logit₀), space-separated ("" when none)
-    "pair",  # vulnerable/fix pair ids of the items, space-separated ("-" for an unpaired item)
-)
 
-# Metrics that get a 95 % CI across repeats (dotted paths into a repeat summary).
-CI_METRICS = (
-    "energy_per_1k_wh.gross",
-    "energy_per_1k_wh.net",
-    "j_per_request.gross",
-    "j_per_request.net",
-    "j_per_request.server",
-    "co2_per_1k_g.gross",
-    "co2_per_1k_g.net",
-    "co2_per_1k_g.server",
-    "attribution.server_share",
-    "throughput_rps",
-    "latency_ms.mean",
-    "latency_ms.p50",
-    "latency_ms.p90",
-    "latency_ms.p95",
-    "latency_ms.p99",
-    "served.accuracy",
-    "served.f1",
-    "served.mcc",
-    "served.balanced_accuracy",
-    "served.roc_auc",
-    "served.pair_accuracy",
-    "served.baseline_f1",
-    "energy_per_1k_wh.server",
-    "energy.inference.gross_j",
-    "energy.inference.net_j",
-    "energy.idle.idle_w",
-    "energy.system.gross_j",
-    "client_cpu.mean_percent",
-)
 
 
 # --------------------------------------------------------------------------- energy
@@ -192,123 +144,6 @@ def served_scores(records: Iterable[RequestRecord]) -> dict[str, Any]:
     return out
 
 
-# --------------------------------------------------------------------------- request records
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One request as the load client saw it (times in Unix seconds, this machine's clock)."""
-
-    t_start_unix_s: float
-    t_end_unix_s: float
-    ok: bool
-    error: str = ""
-    n_items: int = 1
-    true: tuple[int, ...] = ()
-    pred: tuple[int, ...] = ()
-    target_unix_s: float | None = None
-    scores: tuple[float, ...] = ()
-    pairs: tuple[str, ...] = ()
-
-    @property
-    def latency_ms(self) -> float:
-        return (self.t_end_unix_s - self.t_start_unix_s) * 1000.0
-
-    @property
-    def lateness_ms(self) -> float | None:
-        """Open loop: how long after its scheduled arrival the request was actually sent."""
-        if self.target_unix_s is None:
-            return None
-        return (self.t_start_unix_s - self.target_unix_s) * 1000.0
-
-    @property
-    def latency_from_intended_ms(self) -> float | None:
-        """Open loop: response time measured from the scheduled arrival (coordinated-omission
-        corrected: a request the client sent late still pays for the wait)."""
-        if self.target_unix_s is None:
-            return None
-        return (self.t_end_unix_s - self.target_unix_s) * 1000.0
-
-
-def _labels(s: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in s.split()) if s.strip() else ()
-
-
-def read_request_records(paths: Iterable[str | os.PathLike[str]]) -> list[RequestRecord]:
-    """All records of the per-process request CSVs, sorted by completion time.
-
-    A torn last line (a process killed while writing) is skipped, never fatal.
-    """
-    out: list[RequestRecord] = []
-    for path in paths:
-        with open(path, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                if any(v is None for v in row.values()):
-                    continue  # torn: fewer fields than the header (restval None)
-                try:
-                    target = row.get("target_unix_s") or ""
-                    out.append(
-                        RequestRecord(
-                            t_start_unix_s=float(row["t_start_unix_s"]),
-                            t_end_unix_s=float(row["t_end_unix_s"]),
-                            ok=row["ok"] == "1",
-                            error=row.get("error") or "",
-                            n_items=int(row.get("n_items") or 1),
-                            true=_labels(row.get("true") or ""),
-                            pred=_labels(row.get("pred") or ""),
-                            target_unix_s=float(target) if target else None,
-                            scores=tuple(float(x) for x in (row.get("score") or "").split()),
-                            pairs=tuple((row.get("pair") or "").split()),
-                        )
-                    )
-                except (KeyError, TypeError, ValueError):
-                    continue
-    out.sort(key=lambda r: r.t_end_unix_s)
-    return out
-
-
-def write_request_records(path: str | os.PathLike[str], records: Iterable[RequestRecord]) -> Path:
-    """Write records in the locustfile's CSV format (used by tests and for merged copies)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(RECORD_COLUMNS)
-        for r in records:
-            w.writerow(record_row(r))
-    return p
-
-
-def record_row(r: RequestRecord) -> list[str]:
-    """One CSV row (in :data:`RECORD_COLUMNS` order) for a record."""
-    return [
-        f"{r.t_start_unix_s:.6f}",
-        f"{r.t_end_unix_s:.6f}",
-        f"{r.latency_ms:.3f}",
-        "1" if r.ok else "0",
-        r.error,
-        str(r.n_items),
-        " ".join(str(x) for x in r.true),
-        " ".join(str(x) for x in r.pred),
-        "" if r.target_unix_s is None else f"{r.target_unix_s:.6f}",
-        " ".join(f"{x:.6g}" for x in r.scores),
-        " ".join(r.pairs),
-    ]
-
-
-def in_window(records: Iterable[RequestRecord], t0: float, t1: float) -> list[RequestRecord]:
-    """Records that completed inside ``[t0, t1]``."""
-    return [r for r in records if t0 <= r.t_end_unix_s <= t1]
-
-
-def request_span(records: Sequence[RequestRecord]) -> tuple[float, float] | None:
-    """``(first send, last completion)`` of a set of records — the steady window as the load
-    client's own timestamps bound it."""
-    if not records:
-        return None
-    return min(r.t_start_unix_s for r in records), max(r.t_end_unix_s for r in records)
-
-
 def request_stats(
     records: Sequence[RequestRecord],
     duration_s: float,
@@ -387,109 +222,6 @@ def failure_reason(
     if inference_energy_j is None:
         return "no energy for the inference window (see energy.inference.flags)"
     return None
-
-
-# --------------------------------------------------------------------------- repeats
-
-
-def _is_num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _mean_tree(items: list[Any]) -> Any:
-    """Element-wise mean of numeric leaves of same-shaped trees; other leaves from the first.
-
-    Keys ending in ``_unix_s`` and the ``marks`` dict hold instants, not quantities: they are
-    taken from the first tree (a mean of Unix times is no time of anything).
-    """
-    first = items[0]
-    if isinstance(first, dict):
-        out = {}
-        for k, v in first.items():
-            if k.endswith("_unix_s") or k == "marks":
-                out[k] = v
-                continue
-            out[k] = _mean_tree([it.get(k) if isinstance(it, dict) else None for it in items])
-        return out
-    if _is_num(first):
-        if all(x == first for x in items):
-            return first  # identical settings/counts stay as they are (8 users, not 8.0)
-        nums = [x for x in items if _is_num(x)]
-        if len(nums) == len(items):
-            return sum(nums) / len(nums)
-        return None
-    return first
-
-
-def aggregate_repeats(repeats: list[dict[str, Any]]) -> dict[str, Any]:
-    """The top level of a multi-repeat ``summary.json``: the mean of every numeric field over
-    the **ok** repeats, ``ci95`` for :data:`CI_METRICS`, and every repeat (failed ones too) under
-    ``repeats``.
-
-    ``status`` is ``"ok"`` when no repeat failed; a ``degraded`` repeat (partial coverage,
-    negative net) is left out of the mean when ok repeats exist, and is the mean (status
-    ``degraded``) when none does. A failed repeat is never averaged in —
-    it is listed under ``repeats`` with its reason, counted in ``n_failed_repeats``, and named in
-    the top-level ``failure_reason``. When no repeat is ok the numeric fields are ``None``.
-    """
-    if not repeats:
-        raise ValueError("aggregate_repeats needs at least one repeat summary")
-    ok = [r for r in repeats if r.get("status") == "ok"]
-    degraded = [r for r in repeats if r.get("status") == "degraded"]
-    failed = [(i + 1, r) for i, r in enumerate(repeats) if r.get("status") not in ("ok", "degraded")]
-    only_degraded = not ok and bool(degraded)
-    if only_degraded:
-        ok = degraded  # nothing better to show: their mean, labelled degraded below
-    if ok:
-        top = _mean_tree(ok)
-    else:
-        top = _blank_numbers(repeats[0])
-    # Error breakdowns differ in keys between repeats: the mean per ok repeat, a reason absent
-    # from a repeat counting 0 there (an element-wise mean would give None for it).
-    if ok:
-        errs: Counter[str] = Counter()
-        for r in ok:
-            errs.update(get_path(r, "requests.errors") or {})
-        top["requests"]["errors"] = {k: v / len(ok) for k, v in sorted(errs.items())}
-    # A mean over repeats measured by different meters is labelled by all of them, and takes the
-    # weakest kind among them (estimated > replayed > measured: never a mixed mean passed off as
-    # measured).
-    kinds = sorted({r.get("energy_kind") for r in ok if r.get("energy_kind")})
-    sources = sorted({r.get("energy_source") for r in ok if r.get("energy_source")})
-    if len(kinds) > 1 or len(sources) > 1:
-        top["energy_kind"] = combine_kinds(kinds)
-        top["energy_source"] = "+".join(sources)
-        top["warnings"] = [*(top.get("warnings") or []),
-                           f"repeats were measured differently ({', '.join(sources)}; {', '.join(kinds)})"]
-    top.pop("repeat", None)  # a repeat's index; the top level is no repeat (its mean is no index)
-    top["ci95"] = {m: mean_ci95([get_path(r, m) for r in ok if _is_num(get_path(r, m))])[1]
-                   for m in CI_METRICS}
-    top["n_repeats"] = len(repeats)
-    top["n_ok_repeats"] = len(ok)
-    top["n_failed_repeats"] = len(failed)
-    top["n_degraded_repeats"] = len(degraded)
-    if degraded and not only_degraded:
-        top["warnings"] = [*(top.get("warnings") or []),
-                           f"{len(degraded)} degraded repeat(s) left out of the mean (see repeats)"]
-    top["flags"] = sorted({f for r in repeats for f in (r.get("flags") or [])})
-    if failed:
-        top["status"] = "failed"
-        top["failure_reason"] = "; ".join(
-            f"repeat {k}: {r.get('failure_reason') or 'failed'}" for k, r in failed
-        )
-    else:
-        top["status"] = "degraded" if only_degraded else "ok"
-        top["failure_reason"] = None
-    top["repeats"] = repeats
-    return LoadSummary.from_dict(top).to_dict()
-
-
-def _blank_numbers(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _blank_numbers(v) for k, v in tree.items()}
-    if _is_num(tree):
-        return None
-    return tree
 
 
 # --------------------------------------------------------------------------- one repeat

@@ -10,7 +10,8 @@
 #   make bench-load                                       onnxruntime vs pytorch vs triton vs vllm, ratios
 #   make locust ENGINE=onnxruntime                        explore: server + sidecar + Locust web UI
 #
-# Results: results/load/<engine>__<variant>/<run_id>/summary.json (+ repeat-<k>/ raw files).
+# Results: $(RESULTS_DIR)/load/<engine>__<variant>/<run_id>/summary.json (+ repeat-<k>/ raw files);
+# make locust: $(RESULTS_DIR)/locust/<engine>__<variant>/… (--results-dir is the results root).
 # The served artifact is trained/exported first when missing (before anything is measured).
 # RUNTIME=docker (mk/containers.mk) runs the same orchestrator in the compose `load` service.
 
@@ -42,7 +43,7 @@ LOADTEST_BENCH_SCRIPT = $(PY) -m loadtest.bench --engines $(BENCH_ENGINES) --use
 ifeq ($(RUNTIME),docker)
 load: docker-load
 else
-load: $(STAMP) $(call vllm_for,$(ENGINE)) ## run a load test: ENGINE= VARIANT= FORMAT= USERS= RPS= SWEEP= DURATION= REPEATS= WORKERS= STABLE=1 SERVER_CPUS= CLIENT_CPUS= (results/load/…/summary.json)
+load: $(STAMP) $(call vllm_for,$(ENGINE)) ## run a load test: ENGINE= VARIANT= FORMAT= USERS= RPS= SWEEP= DURATION= REPEATS= WORKERS= STABLE=1 SERVER_CPUS= CLIENT_CPUS= (RESULTS_DIR/load/…/summary.json)
 	$(PY) -m loadtest.run --engine $(ENGINE) --variant $(VARIANT) $(if $(FORMAT),--format $(FORMAT)) \
 		$(if $(USERS),--users $(USERS)) $(if $(RPS),--rps $(RPS)) \
 		$(if $(SWEEP),--sweep $(SWEEP) $(if $(and $(RPS),$(if $(USERS),,x)),--sweep-kind rps)) \
@@ -50,7 +51,8 @@ load: $(STAMP) $(call vllm_for,$(ENGINE)) ## run a load test: ENGINE= VARIANT= F
 		--idle $(IDLE) --settle $(SETTLE) --batch $(BATCH) $(if $(LOAD_URL),--url $(LOAD_URL)) \
 		$(if $(STABLE),--stable) $(if $(SERVER_CPUS),--server-cpus $(SERVER_CPUS)) \
 		$(if $(CLIENT_CPUS),--client-cpus $(CLIENT_CPUS)) \
-		--meter '$(METER)' --country $(COUNTRY) $(LOAD_ARGS)
+		--meter '$(METER)' --country $(COUNTRY) --results-dir '$(RESULTS_DIR)' --artifacts-dir '$(ARTIFACTS)' \
+		$(LOAD_ARGS)
 endif
 
 bench-load: $(STAMP) $(call vllm_for,$(BENCH_ENGINES)) ## energy per 1k requests + throughput of onnxruntime vs pytorch vs triton vs vllm at the same load, as ratios (short; BENCH_ENGINES= BENCH_USERS= BENCH_DURATION=)
@@ -61,4 +63,5 @@ bench-load: $(STAMP) $(call vllm_for,$(BENCH_ENGINES)) ## energy per 1k requests
 # 127.0.0.1:LOCUST_PORT against ENGINE's server; LOCUST_ARGS go to Locust (e.g. --headless -u 4 -t 30s).
 locust: $(STAMP) ## Locust web UI on 127.0.0.1:8089 against ENGINE's server + power sidecar, Energy tab (LOCUST_ARGS=, LOCUST_PORT=; Ctrl-C stops)
 	$(PY) -m loadtest.explore --engine $(ENGINE) --variant $(VARIANT) $(if $(FORMAT),--format $(FORMAT)) \
-		--meter '$(METER)' --web-port $(LOCUST_PORT) $(LOCUST_ARGS)
+		--meter '$(METER)' --web-port $(LOCUST_PORT) --results-dir '$(RESULTS_DIR)' --artifacts-dir '$(ARTIFACTS)' \
+		$(LOCUST_ARGS)

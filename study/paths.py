@@ -62,6 +62,22 @@ def results_root(path: str | os.PathLike | None = None) -> Path:
     return resolve(path or os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS)
 
 
+def load_results_root(path: str | os.PathLike | None = None) -> tuple[Path, str | None]:
+    """The results root a load test's ``--results-dir`` names, and a note when it needed one.
+
+    ``--results-dir`` used to mean the *load folder* (``results/load``). A folder called
+    ``load`` with no ``load/`` of its own is that old meaning, so it is taken explicitly as
+    ``<root>/load`` (the results root is its parent) and the note says so, instead of writing
+    ``results/load/load/…``.
+    """
+    root = results_root(path)
+    if root.name == "load" and not (root / "load").is_dir():
+        return root.parent, (f"--results-dir {root} is the load folder of the results root "
+                             f"{root.parent} (the option names the results root now); "
+                             f"writing under {root.parent / 'load'}")
+    return root, None
+
+
 def setting_name(engine: str, variant: str) -> str:
     """The folder name of one serving setting: ``<engine>__<variant>``."""
     return f"{engine}__{variant}"

@@ -24,6 +24,54 @@ KINDS = ("measured", "replayed", "estimated")
 LOAD_STATUSES = ("ok", "degraded", "failed")
 TRAIN_STATUSES = ("ok", "failed", "running")
 
+# The headline figures of a load summary.json (dotted keys, all numeric): every repeat has
+# them, the load test gives each a 95 % CI across repeats, and the aggregate reads them first.
+LOAD_HEADLINE_METRICS = (
+    "throughput_rps",
+    "latency_ms.mean",
+    "latency_ms.p50",
+    "latency_ms.p90",
+    "latency_ms.p95",
+    "latency_ms.p99",
+    "served.accuracy",
+    "served.f1",
+    "served.precision",
+    "served.recall",
+    "served.mcc",
+    "served.balanced_accuracy",
+    "served.roc_auc",
+    "served.baseline_f1",
+    "served.pair_accuracy",
+    "energy_per_1k_wh.server",
+    "energy_per_1k_wh.gross",
+    "energy_per_1k_wh.net",
+    "j_per_request.server",
+    "j_per_request.gross",
+    "j_per_request.net",
+    "co2_per_1k_g.server",
+    "co2_per_1k_g.gross",
+    "co2_per_1k_g.net",
+    "attribution.server_share",
+)
+# Every numeric key the aggregate reads from a load summary.json (its table's columns).
+LOAD_METRICS = (
+    *LOAD_HEADLINE_METRICS,
+    "attribution.server_cpu_s",
+    "attribution.client_cpu_s",
+    "attribution.other_cpu_s",
+    "open_loop.achieved_fraction",
+    "requests.ok",
+    "requests.failed",
+    "requests.server_counted",
+    "requests.client_counted",
+    "client_cpu.mean_percent",
+    "energy.inference.idle_w",
+    "energy.inference.duration_s",
+    "energy.system.gross_j",
+    "energy.idle.gross_j",
+    "grid_gco2_per_kwh",
+)
+
 
 class SchemaError(ValueError):
     """A result file does not match its schema; the message names the key and what is allowed."""

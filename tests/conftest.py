@@ -6,7 +6,6 @@ Area-specific fixtures live in ``tests/<area>/conftest.py``.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import sysconfig
 from pathlib import Path
@@ -32,11 +31,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from study.process import free_port  # noqa: E402,F401  (the one home of it; tests import it from here)
 
 
 @pytest.fixture(scope="session")

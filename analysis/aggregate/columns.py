@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from analysis.io import as_float, get_path
+from study.schema import LOAD_METRICS  # noqa: F401 (re-exported: the aggregate's load columns)
 
 STAGES = ("data", "architecture", "training", "system", "inference")
 
@@ -35,49 +36,7 @@ TRAIN_METRICS = (
     "model.size_mb",
 )
 
-# Dotted keys read from a load summary.json (all numeric).
-LOAD_METRICS = (
-    "throughput_rps",
-    "latency_ms.mean",
-    "latency_ms.p50",
-    "latency_ms.p90",
-    "latency_ms.p95",
-    "latency_ms.p99",
-    "served.accuracy",
-    "served.f1",
-    "served.precision",
-    "served.recall",
-    "served.mcc",
-    "served.balanced_accuracy",
-    "served.roc_auc",
-    "served.baseline_f1",
-    "served.pair_accuracy",
-    "energy_per_1k_wh.server",
-    "energy_per_1k_wh.gross",
-    "energy_per_1k_wh.net",
-    "j_per_request.server",
-    "j_per_request.gross",
-    "j_per_request.net",
-    "co2_per_1k_g.server",
-    "co2_per_1k_g.gross",
-    "co2_per_1k_g.net",
-    "attribution.server_share",
-    "attribution.server_cpu_s",
-    "attribution.client_cpu_s",
-    "attribution.other_cpu_s",
-    "open_loop.achieved_fraction",
-    "requests.ok",
-    "requests.failed",
-    "requests.server_counted",
-    "requests.client_counted",
-    "client_cpu.mean_percent",
-    "energy.inference.idle_w",
-    "energy.inference.duration_s",
-    "energy.system.gross_j",
-    "energy.idle.gross_j",
-    "grid_gco2_per_kwh",
-)
-
+# Dotted keys read from a load summary.json (all numeric): one list, in study.schema.
 CI_NOTE = (
     "ci95 is a two-sided 95 % confidence interval of the mean from Student's t with n-1 degrees "
     "of freedom over repeats; it is null when n = 1 (a single run has no spread to estimate)."

@@ -73,3 +73,16 @@ def test_training_summary_kind_is_the_weakest_stage_kind():
     assert energy_summary({"training": R("replayed"), "inference": R("measured")})["energy_kind"] == "replayed"
     assert energy_summary({"training": R("measured")})["energy_kind"] == "measured"
     assert energy_summary({"training": R("replayed"), "data": R("estimated")})["energy_kind"] == "estimated"
+
+
+def test_a_meter_class_with_an_unknown_source_or_kind_is_refused_where_it_is_defined():
+    from energy.base import MeterBase
+    from energy.estimate import EstimateMeter
+
+    assert (EstimateMeter.name, EstimateMeter.source, EstimateMeter.kind) == ("estimate", "estimate", "estimated")
+    with pytest.raises(ValueError, match="kind='guessed' is invalid; allowed: measured, replayed, estimated"):
+        class Guessed(MeterBase, name="guess", source="estimate", kind="guessed"):
+            pass
+    with pytest.raises(ValueError, match="source='wattmeter' is invalid"):
+        class Unknown(MeterBase, name="w", source="wattmeter", kind="measured"):
+            pass

@@ -17,23 +17,21 @@ import pytest
 
 from energy.sidecar import Sidecar, post_mark
 from energy.trace import read_marks, read_readings, record_from_csv
+from study.process import Launched
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def _start(out: Path, *args: str) -> tuple[subprocess.Popen, int]:
+def _start(out: Path, *args: str) -> tuple[Launched, int]:
+    """``python -m energy.sidecar`` by hand (not :class:`Sidecar`), output in ``<out>.log``."""
     port_file = out.with_suffix(".port")
-    proc = subprocess.Popen(
+    proc = Launched(
         [sys.executable, "-m", "energy.sidecar", "--out", str(out), "--interval-s", "0.05",
          "--mark-port", "0", "--port-file", str(port_file), *args],
-        cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 60
-    while not port_file.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "sidecar did not start"
-        time.sleep(0.05)
+        name="sidecar", log=out.with_suffix(".log"), cwd=REPO, env=ENV,
+    ).start()
+    proc.wait_ready(path=port_file, timeout_s=60, poll_s=0.05)
     return proc, int(port_file.read_text())
 
 
@@ -91,8 +89,9 @@ def test_replay_sidecar_marks_sigkill_and_valid_csv(tmp_path, constant_200w_csv)
             assert [m["name"] for m in json.loads(resp.read())] == ["steady_start", "steady_end"]
         time.sleep(0.3)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.signal(signal.SIGKILL)
+        proc.wait(timeout_s=30)
+        proc.stop()
     assert proc.returncode == -signal.SIGKILL
     rows = read_readings(out)
     assert len(rows) > 20
@@ -124,8 +123,9 @@ def test_estimate_sidecar_with_mark_file_and_sigkill(tmp_path):
         while len(read_marks(out)) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.signal(signal.SIGKILL)
+        proc.wait(timeout_s=30)
+        proc.stop()
     marks = dict(read_marks(out))
     assert set(marks) == {"from_file_start", "http_mark", "from_file_end"}
     assert marks["from_file_start"] == pytest.approx(t0, abs=1e-5)
@@ -154,15 +154,18 @@ def test_sigterm_stops_cleanly_via_launcher(tmp_path, constant_200w_csv, monkeyp
 
 def test_watched_process_that_exits_becomes_gap_rows_and_sampling_goes_on(tmp_path):
     out = tmp_path / "pid.csv"
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    child = Launched([sys.executable, "-c", "import time; time.sleep(0.5)"], name="child").start()
     proc, _port = _start(out, "--meter", "estimate", "--pid", str(child.pid))
     try:
-        child.wait(timeout=30)  # reaped: its /proc entry is gone, reads of it now fail
+        child.wait(timeout_s=30)  # reaped: its /proc entry is gone, reads of it now fail
         n_after_exit = sum(1 for _ in open(out))
         _rows_after(out, n_after_exit + 20)  # the sidecar kept sampling the machine
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        proc.signal(signal.SIGTERM)
+        proc.wait(timeout_s=30)
+        proc.stop()
+        child.stop()
+    err = out.with_suffix(".log").read_text()
     assert proc.returncode == 0
     rows = read_readings(out)
     pid_rows = [r for r in rows if r.device == f"pid:{child.pid}"]

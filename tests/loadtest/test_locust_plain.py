@@ -18,18 +18,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtest import live
+from loadtest import energy_tab, live
+from study.process import Launched
 from tests.conftest import REPO_ROOT, free_port
 
 LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
 LOCUST = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
 
 
-def plain_env() -> dict[str, str]:
+def plain_env(tmp_path: Path) -> dict[str, str]:
     """This environment without any LOADTEST_* variable and without PYTHONPATH: what a user
-    typing `locust …` in a fresh shell has."""
+    typing `locust …` in a fresh shell has; its results root (``RESULTS_DIR``, the study's one
+    variable for it; a relative root is the repository's) is ``tmp_path/results``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOADTEST_") and k != "PYTHONPATH"}
     env.pop("ARTIFACTS", None)
+    env["RESULTS_DIR"] = str(tmp_path / "results")
     return env
 
 
@@ -37,26 +40,12 @@ def plain_env() -> dict[str, str]:
 def server(artifacts_root, tmp_path_factory):
     """``serving.serve --engine pytorch`` on the tiny artifact (its metadata names v0)."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("plain_locust") / "server.log"
-    log = open(log_path, "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.serve", "--engine", "pytorch", "--artifacts-dir",
-         str(artifacts_root), "--port", str(port), "--threads", "1", "--no-build"],
-        cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-        try:
-            if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    yield url
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
-    log.close()
+    with Launched([sys.executable, "-m", "serving.serve", "--engine", "pytorch", "--artifacts-dir",
+                   str(artifacts_root), "--port", str(port), "--threads", "1", "--no-build"],
+                  name="server", log=tmp_path_factory.mktemp("plain_locust") / "server.log") as proc:
+        proc.wait_ready(url=url + "/v2/health/ready", timeout_s=120)
+        yield url
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -68,7 +57,7 @@ def test_plain_headless_locust_records_the_held_out_split(server, artifacts_root
     proc = subprocess.run(
         [*LOCUST, "--headless", "-u", "4", "-r", "4", "-t", "5s", "--host", server,
          "--csv", str(tmp_path / "loc"), "--html", str(tmp_path / "report.html")],
-        cwd=tmp_path, env=plain_env(), capture_output=True, text=True, timeout=180)
+        cwd=tmp_path, env=plain_env(tmp_path), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     total = [r for r in _rows(tmp_path / "loc_stats.csv") if r["Name"] == "Aggregated"][0]
     assert int(total["Request Count"]) > 0 and int(total["Failure Count"]) == 0
@@ -97,21 +86,12 @@ def test_plain_headless_locust_records_the_held_out_split(server, artifacts_root
 def test_web_ui_swarm_through_locusts_api_fills_the_energy_tab(server, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "locust.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([*LOCUST, "--host", server, "--web-host", "127.0.0.1", "--web-port", str(port),
-                             "--meter", "estimate"],
-                            cwd=tmp_path, env=plain_env(), stdout=log, stderr=subprocess.STDOUT)
+    proc = Launched([*LOCUST, "--host", server, "--web-host", "127.0.0.1", "--web-port", str(port),
+                     "--meter", "estimate"], name="Locust", log=tmp_path / "locust.log", cwd=tmp_path,
+                    env=plain_env(tmp_path)).start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "locust.log").read_text()
-            try:
-                page = httpx.get(base + "/", timeout=2)
-                if page.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
+        proc.wait_ready(url=base + "/", timeout_s=60, poll_s=0.3)
+        page = httpx.get(base + "/", timeout=10)
         assert '"extended_tabs": [{"key": "energy", "title": "Energy"}]' in page.text
         assert '"batch"' in page.text and '"request_timeout"' in page.text  # the start form's options
         r = httpx.post(base + "/swarm", data={"user_count": 2, "spawn_rate": 2, "host": server}, timeout=30)
@@ -137,9 +117,9 @@ def test_web_ui_swarm_through_locusts_api_fills_the_energy_tab(server, tmp_path)
         assert httpx.get(base + "/energy/csv", timeout=10).text.startswith("figure,value,unit,meter,kind")
         httpx.get(base + "/stop", timeout=10)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        log.close()
+        proc.signal(signal.SIGTERM)
+        proc.wait(timeout_s=60)
+        proc.stop()
     (run_dir,) = (tmp_path / "results" / "locust" / "pytorch__v0").iterdir()
     assert list(run_dir.glob("requests-run-*.csv")) and (run_dir / "energy.csv").is_file()
 
@@ -170,7 +150,7 @@ def test_a_bad_option_or_an_unreachable_server_is_one_line_not_a_traceback(tmp_p
                        ([], "cannot tell what")):
         p = subprocess.run([*LOCUST, "--headless", "-u", "1", "-t", "2s", "--host", url,
                             "--meter", "off", *extra],
-                           cwd=tmp_path, env=plain_env(), capture_output=True, text=True, timeout=120)
+                           cwd=tmp_path, env=plain_env(tmp_path), capture_output=True, text=True, timeout=120)
         assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
 
 
@@ -188,7 +168,7 @@ def test_energy_view_figures_from_a_known_trace(tmp_path):
     for i in range(500):
         tally.add(True, [i % 2], [1])  # half right: accuracy 0.5, baseline 0.5
     tally.add(False, [], [])
-    view = live.EnergyView(tmp_path / "power.csv", server_pid=42)
+    view = energy_tab.EnergyView(tmp_path / "power.csv", server_pid=42)
     view.start(t0)
     f = {r["key"]: r for r in view.figures(tally)}
     assert f["power"]["value"] == pytest.approx(100.0) and f["power"]["kind"] == "measured"
@@ -202,7 +182,7 @@ def test_energy_view_figures_from_a_known_trace(tmp_path):
     merged = live.ServedTally()
     merged.merge(tally.to_dict())
     assert merged.scores() == tally.scores() and merged.failed == 1
-    off = {r["key"]: r for r in live.EnergyView(None, meter_note="--meter off").figures(tally)}
+    off = {r["key"]: r for r in energy_tab.EnergyView(None, meter_note="--meter off").figures(tally)}
     assert off["power"]["value"] is None and off["power"]["kind"] == "not measured"
 
 
@@ -216,18 +196,22 @@ def test_variant_and_model_dir_from_served_paths(tmp_path):
 @pytest.mark.slow
 def test_plain_master_and_two_workers_record_from_every_worker(server, tmp_path):
     port = free_port()
-    master = subprocess.Popen(
+    master = Launched(
         [*LOCUST, "--headless", "--master", "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
          "--master-bind-port", str(port), "-u", "4", "-r", "4", "-t", "5s", "--host", server,
          "--meter", "off", "--stop-timeout", "5", "--csv", str(tmp_path / "loc")],
-        cwd=tmp_path, env=plain_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    workers = [subprocess.Popen([*LOCUST, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
-                                cwd=tmp_path, env=plain_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.STDOUT) for _ in range(2)]
-    out, _ = master.communicate(timeout=180)
-    for w in workers:
-        w.wait(timeout=60)
-    assert master.returncode == 0, out.decode()[-3000:]
+        name="Locust master", log=tmp_path / "master.log", cwd=tmp_path, env=plain_env(tmp_path)).start()
+    workers = [Launched([*LOCUST, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+                        name=f"Locust worker {i}", log=tmp_path / f"worker{i}.log", cwd=tmp_path,
+                        env=plain_env(tmp_path)).start() for i in range(2)]
+    try:
+        rc = master.wait(timeout_s=180)
+        for w in workers:
+            w.wait(timeout_s=60)
+    finally:
+        for p in (master, *workers):
+            p.stop()
+    assert rc == 0, (tmp_path / "master.log").read_text()[-3000:]
     (run_dir,) = (tmp_path / "results" / "locust" / "pytorch__v0").iterdir()
     files = sorted(run_dir.glob("requests-run-*.csv"))
     assert {int(p.stem.rsplit("-", 1)[1]) for p in files} == {w.pid for w in workers}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,8 @@ import pytest
 
 from loadtest.run import RunConfig, run
 from loadtest.shapes import LoadSpec
+from study.paths import Paths
+from study.process import Launched, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,7 @@ def check_schema(s: dict) -> None:
 
 def _cfg(artifacts_root: Path, tmp_path: Path, **kw) -> RunConfig:
     base = dict(
-        engine="pytorch", artifacts_dir=str(artifacts_root), results_dir=str(tmp_path / "load"),
+        engine="pytorch", artifacts_dir=str(artifacts_root), results_dir=str(tmp_path),
         specs=[LoadSpec(users=4)], duration_s=4, idle_s=1, warmup_s=1, meter="estimate",
         run_id="t", progress=False, server_args=["--threads", "1"],
     )
@@ -125,17 +126,17 @@ def test_open_loop_run_reports_achieved_rate_and_lateness(artifacts_root, tmp_pa
 
 
 def test_server_killed_mid_run_is_marked_failed_without_traceback(artifacts_root, tmp_path):
-    results = tmp_path / "load"
+    run_dir = Paths.from_env(results=tmp_path).load_run("pytorch", "v0", "killed")
     cmd = [sys.executable, "-m", "loadtest.run", "--engine", "pytorch", "--artifacts-dir",
-           str(artifacts_root), "--results-dir", str(results), "--users", "4", "--duration", "30",
+           str(artifacts_root), "--results-dir", str(tmp_path), "--users", "4", "--duration", "30",
            "--idle", "1", "--warmup", "1", "--meter", "estimate", "--run-id", "killed",
            "--no-progress", "--server-arg=--threads=1"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=os.environ.copy())
-    state = results / "pytorch__v0" / "killed" / "repeat-1" / "state.json"
+    log = tmp_path / "loadtest.log"
+    proc = Launched(cmd, name="loadtest.run", log=log, env=os.environ.copy(), cwd=REPO).start()
+    state = run_dir / "repeat-1" / "state.json"
     deadline = time.monotonic() + 240
     pid = None
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and proc.alive():
         if state.exists():
             st = json.loads(state.read_text())
             if st["phase"] == "steady":
@@ -151,19 +152,20 @@ def test_server_killed_mid_run_is_marked_failed_without_traceback(artifacts_root
             break
         time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
-    out, err = proc.communicate(timeout=120)
-    text = out.decode() + err.decode()
-    assert proc.returncode == 1
+    rc = proc.wait(timeout_s=120)
+    proc.stop()
+    text = log.read_text()
+    assert rc == 1
     assert "Traceback" not in text
     assert "server exited with code -9" in text
-    s = json.loads((results / "pytorch__v0" / "killed" / "summary.json").read_text())
+    s = json.loads((run_dir / "summary.json").read_text())
     assert s["status"] == "failed" and "server exited with code -9" in s["failure_reason"]
     check_schema(s)
     rep = s["repeats"][0]
     assert rep["status"] == "failed"
     assert rep["requests"]["ok"] > 0  # partial data kept
     assert rep["energy"]["inference"]["gross_j"] > 0
-    assert (results / "pytorch__v0" / "killed" / "repeat-1" / "power.csv").stat().st_size > 0
+    assert (run_dir / "repeat-1" / "power.csv").stat().st_size > 0
     assert s["energy_per_1k_wh"]["gross"] is None  # a failed repeat is never averaged in
 
 
@@ -182,24 +184,13 @@ def test_master_worker_mode_and_request_count(artifacts_root, tmp_path):
 @pytest.fixture
 def running_server(artifacts_root, tmp_path):
     """A pytorch server started outside the orchestrator (for --url attach mode)."""
-    from loadtest.run import free_port, http_get
-
     port = free_port()
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.serve", "--engine", "pytorch", "--artifacts-dir",
-         str(artifacts_root), "--port", str(port), "--threads", "1"],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-    )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while http_get(url + "/v2/health/ready")[0] != 200:
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-        time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with Launched([sys.executable, "-m", "serving.serve", "--engine", "pytorch", "--artifacts-dir",
+                   str(artifacts_root), "--port", str(port), "--threads", "1"],
+                  name="server", log=tmp_path / "server.log", cwd=REPO) as server:
+        server.wait_ready(url=url + "/v2/health/ready", timeout_s=120)
+        yield url
 
 
 def test_sweep_attached_to_a_running_server(running_server, artifacts_root, tmp_path):
@@ -217,8 +208,6 @@ def test_sweep_attached_to_a_running_server(running_server, artifacts_root, tmp_
 
 
 def test_server_never_ready_is_a_failed_repeat_with_every_field(tmp_path):
-    from loadtest.run import free_port
-
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     (_, s), = run(RunConfig(engine="onnxruntime", url=url, results_dir=str(tmp_path), duration_s=2,
                             idle_s=0, warmup_s=0, meter="estimate", startup_timeout_s=2,
@@ -228,4 +217,5 @@ def test_server_never_ready_is_a_failed_repeat_with_every_field(tmp_path):
     assert "server not ready after 2 s" in s["failure_reason"]
     rep = s["repeats"][0]
     assert rep["requests"]["ok"] == 0 and rep["energy_per_1k_wh"] == {"gross": None, "net": None, "server": None}
-    assert (tmp_path / "onnxruntime__v0" / "dead" / "repeat-1" / "summary.json").is_file()
+    assert (Paths.from_env(results=tmp_path).load_run("onnxruntime", "v0", "dead") / "repeat-1"
+            / "summary.json").is_file()

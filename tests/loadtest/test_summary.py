@@ -8,21 +8,18 @@ import pytest
 
 from energy.base import Reading
 from energy.trace import TraceWriter, record_from_csv
+from loadtest.records import RequestRecord, in_window, read_request_records, write_request_records
+from loadtest.repeats import aggregate_repeats
 from loadtest.summary import (
-    RequestRecord,
-    aggregate_repeats,
     energy_per_1k,
     energy_per_1k_wh,
     failure_reason,
-    in_window,
     j_per_request,
     latency_summary,
     mean_ci95,
     percentile,
-    read_request_records,
     request_stats,
     served_scores,
-    write_request_records,
 )
 from study.stats import t_crit  # noqa: E402
 

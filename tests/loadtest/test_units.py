@@ -56,6 +56,36 @@ def test_sweep_and_config_errors_name_the_key():
     assert RunConfig(engine="vllm").protocol == "vllm"
 
 
+def test_results_dir_is_the_results_root_and_an_old_load_folder_is_taken_explicitly(tmp_path, monkeypatch, capsys):
+    from argparse import Namespace
+
+    from loadtest import live
+
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "env-root"))
+    monkeypatch.setenv("ARTIFACTS", str(tmp_path / "art"))
+    cfg = RunConfig(engine="pytorch")  # no option: $RESULTS_DIR and $ARTIFACTS
+    assert cfg.paths.load_run("pytorch", "v0", "r1") == tmp_path / "env-root" / "load" / "pytorch__v0" / "r1"
+    assert cfg.paths.model_dir("v0") == tmp_path / "art" / "v0" / "model"
+    cfg = RunConfig(engine="pytorch", results_dir=str(tmp_path / "root"))
+    assert cfg.paths.load_run("pytorch", "v0", "r1") == tmp_path / "root" / "load" / "pytorch__v0" / "r1"
+    assert capsys.readouterr().err == ""
+    # The option's old meaning (the load folder itself) is never nested into load/load: it is
+    # taken as <root>/load, and stderr says so.
+    cfg = RunConfig(engine="pytorch", results_dir=str(tmp_path / "old" / "load"))
+    assert cfg.results_dir == str(tmp_path / "old")
+    assert cfg.paths.load_run("pytorch", "v0", "r1") == tmp_path / "old" / "load" / "pytorch__v0" / "r1"
+    err = capsys.readouterr().err
+    assert "is the load folder of the results root" in err and str(tmp_path / "old" / "load") in err
+    # A results root that happens to be called "load" (it has its own load/ below it) stays one.
+    (tmp_path / "load" / "load").mkdir(parents=True)
+    assert RunConfig(engine="pytorch", results_dir=str(tmp_path / "load")).results_dir == str(tmp_path / "load")
+    # Plain Locust's --results-dir is the same root: its runs go to <root>/locust/…, its sidecar's
+    # power CSVs to <root>/power/.
+    s = live.settings_from(Namespace(**{**{o.dest: o.default for o in live.OPTIONS}, "results_dir": str(tmp_path / "r")}))
+    assert live.paths(s).locust_run("pytorch", "v0", "x") == tmp_path / "r" / "locust" / "pytorch__v0" / "x"
+    assert live.paths(s).power == tmp_path / "r" / "power"
+
+
 def test_oip_request_and_response_checks():
     path, body = oip_request(["int f(){}", "void g(){}"], "bigvul-modernbert")
     assert path == "/v2/models/bigvul-modernbert/infer"

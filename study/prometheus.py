@@ -7,6 +7,19 @@ import urllib.error
 import urllib.request
 
 
+def samples(text: str):
+    """Every sample of Prometheus text as ``(name, labels, value)``; stops quietly at the first
+    line that is not Prometheus exposition (what was read until then is kept)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                yield sample.name, sample.labels, float(sample.value)
+    except (ValueError, TypeError, IndexError):
+        return
+
+
 def parse_prometheus_sum(text: str, names: tuple[str, ...], model: str | None = None) -> float | None:
     """Sum of every sample of the counters ``names`` in Prometheus text.
 
@@ -17,21 +30,15 @@ def parse_prometheus_sum(text: str, names: tuple[str, ...], model: str | None = 
     ``model`` label always count. ``None`` when no sample was found (or the text is not
     Prometheus exposition).
     """
-    from prometheus_client.parser import text_string_to_metric_families
-
     wanted = set(names) | {n + "_total" for n in names if not n.endswith("_total")}
     total, found = 0.0, False
-    try:
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name not in wanted:
-                    continue
-                if model is not None and sample.labels.get("model", model) != model:
-                    continue
-                total += float(sample.value)
-                found = True
-    except (ValueError, TypeError, IndexError):
-        return total if found else None
+    for name, labels, value in samples(text):
+        if name not in wanted:
+            continue
+        if model is not None and labels.get("model", model) != model:
+            continue
+        total += value
+        found = True
     return total if found else None
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import sys
 import sysconfig
@@ -46,10 +45,10 @@ import numpy as np
 
 from serving.engines.base import EngineSettings, EngineUnavailable, Registered
 from serving.engines.registry import serve_time_ports
+from study.prometheus import samples
 
 log = logging.getLogger(__name__)
 
-_METRIC_RE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)')
 
 
 def grpc_port(settings: EngineSettings) -> int:
@@ -76,20 +75,10 @@ def parse_metrics(text: str, model: str = "bigvul-modernbert") -> dict[str, Any]
     """
     sums: dict[str, float] = {}
     rejected = 0.0
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _METRIC_RE.match(line)
-        if not m:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels") or ""))
+    for name, labels, value in samples(text):
         if labels.get("model") != model:
             continue
-        try:
-            value = float(m.group("value"))
-        except ValueError:
-            continue
-        name = m.group("name")
+        name = name.removesuffix("_total")  # the parser names counter samples <family>_total
         sums[name] = sums.get(name, 0.0) + value
         if name == "nv_inference_request_failure" and labels.get("reason") == "REJECTED":
             rejected += value

@@ -109,7 +109,10 @@ def server_command(engine: str, port: int, args) -> list[str]:
     cmd = [sys.executable, "-m", "serving.serve", "--engine", engine, "--variant", args.variant,
            "--artifacts-dir", str(args.paths.artifacts), "--port", str(port), "--no-build",
            "--max-length", str(args.max_length), "--max-batch-size", str(args.max_batch_size),
-           "--max-queue-delay-ms", str(args.max_queue_delay_ms)]
+           "--max-queue-delay-ms", str(args.max_queue_delay_ms),
+           # Closed loop at a fixed concurrency: nothing to shed, and Triton/vLLM have no such
+           # bound, so admission by deadline is off for every engine (equal settings).
+           "--max-queue-wait-ms", "0"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.inter_op_threads:

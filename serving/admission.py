@@ -39,8 +39,7 @@ def admit(
     Expected queue wait = what is left of the running batch + the rows ahead × the recent batch
     time ÷ the recent rows per batch (both moving averages). A request that fits in the *next*
     batch (``queued_rows + rows <= max_batch_size``) is always admitted: it is served as early as
-    any request can be, and a model whose one batch outlasts the bound still serves
-    (``max_batch_size`` here is the batcher's current cap, :meth:`serving.batcher.Batcher.batch_cap`). Otherwise
+    any request can be, and a model whose one batch outlasts the bound still serves. Otherwise
     the wait must fit ``max_wait_s`` (0 = no bound; only ``max_queue_size`` limits the queue).
     Pure and cheap: it runs before the body is read.
     """

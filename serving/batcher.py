@@ -1,20 +1,10 @@
 """Adaptive dynamic batching for the shared server: one task forms batches from a bounded queue
 and runs the runner in one worker thread (see :class:`Batcher`).
 
-A batch closes when it holds :meth:`Batcher.batch_cap` rows or its oldest request has waited
+A batch closes when it holds ``max_batch_size`` rows or its oldest request has waited
 ``max_queue_delay_ms``; while it runs, the next one fills up, so batches grow with load and stay
 at 1 when idle. The batcher also keeps the state admission by deadline reads (queued rows,
 reservations, moving averages of batch time and rows: :meth:`Batcher.admission`).
-
-**The batch cap follows the queue-wait bound.** A request admitted because it fits the next
-batch waits for the rest of the running batch, then runs in its own: both are one batch time.
-So with a bound ``W = max_queue_wait_ms`` a batch may hold only as many rows as run in
-``BATCH_BUDGET × W`` at the recent time per row (moving average), between 1 and
-``max_batch_size``: ``cap = clamp(⌊BATCH_BUDGET · W ÷ per-row time⌋, 1, max_batch_size)``.
-Without it a full batch of 32 rows took ~350 ms under a 4× flood on 2 cores, every admitted
-request waited for one and the accepted p99 was 1.2 s against a 100 ms bound; with it a
-request's latency stays near ``W × (1 + BATCH_BUDGET)`` plus HTTP (docs/serving.md, measured).
-``W = 0`` (no bound) keeps the cap at ``max_batch_size``. Exposed as ``inference_batch_cap``.
 """
 
 from __future__ import annotations
@@ -48,8 +38,6 @@ class Batcher:
 
     #: weight of the newest batch in the moving averages of batch time and rows
     EWMA_ALPHA = 0.2
-    #: share of the queue-wait bound one batch may take (see the module docstring)
-    BATCH_BUDGET = 0.5
 
     def __init__(
         self, runner: Runner, metrics: Metrics, max_batch_size: int, max_queue_delay_ms: float,
@@ -106,22 +94,13 @@ class Batcher:
         running_left = 0.0 if self.running_since is None else self.batch_s - (now - self.running_since)
         decision = admit(
             queued_rows=self.queued_rows + self.reserved, running_left_s=running_left,
-            batch_s=self.batch_s, batch_rows=self.batch_rows, max_batch_size=self.batch_cap(),
+            batch_s=self.batch_s, batch_rows=self.batch_rows, max_batch_size=self.max_batch_size,
             max_wait_s=self.max_wait_s, rows=rows,
         )
         self.metrics.expected_wait.set(decision.expected_wait_s)
         if decision.admit:
             self.reserved += 1
         return decision
-
-    def batch_cap(self) -> int:
-        """Rows the next batch may hold: ``max_batch_size``, or fewer when the recent time per
-        row says a fuller batch would outlast ``BATCH_BUDGET`` × the queue-wait bound."""
-        if self.max_wait_s <= 0 or self.batch_s <= 0:
-            return self.max_batch_size
-        per_row_s = self.batch_s / max(self.batch_rows, 1.0)
-        fit = int(self.BATCH_BUDGET * self.max_wait_s / per_row_s) if per_row_s > 0 else self.max_batch_size
-        return max(1, min(self.max_batch_size, fit))
 
     def release(self) -> None:
         """Drop the reservation of an admitted request that will not be submitted."""
@@ -169,13 +148,11 @@ class Batcher:
             first = await self._next(None)
             batch, rows = [first], len(first.texts)
             deadline = first.enqueued_s + self.max_delay_s
-            cap = self.batch_cap()
-            self.metrics.batch_cap.set(cap)
-            while rows < cap:
+            while rows < self.max_batch_size:
                 nxt = await self._next(deadline - time.perf_counter())
                 if nxt is None:
                     break
-                if rows + len(nxt.texts) > cap:
+                if rows + len(nxt.texts) > self.max_batch_size:
                     self._carry = nxt  # does not fit: first in the next batch
                     break
                 batch.append(nxt)

@@ -141,8 +141,11 @@ def bench_server(engine: str, texts: list[str], args) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     log = paths.bench / f"serving__{args.variant}__{engine}.log"
     log.unlink(missing_ok=True)
-    # OMP_NUM_THREADS: the same intra-op budget for engines that take no --threads (vLLM).
-    env = child_env({"OMP_NUM_THREADS": str(args.threads)} if args.threads else None)
+    # The same intra-op budget for engines that take no --threads: vLLM-CPU binds one OpenMP
+    # thread per core unless told "nobind", then honours OMP_NUM_THREADS (measured: without it
+    # the vLLM server used 2 cores while the others had 1).
+    extra = {"OMP_NUM_THREADS": str(args.threads), "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    env = child_env(extra if args.threads else None)
     path, bodies, headers = request_bodies(engine, texts, args.model_name)
     with Launched(server_command(engine, port, args), name=f"{engine} server", log=log, env=env) as srv:
         srv.wait_ready(url=url + eng.health_path, timeout_s=args.ready_timeout_s)

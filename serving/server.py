@@ -10,9 +10,8 @@ Starlette (ASGI) on uvicorn. Requests pass through:
 2. a body-size limit (413) and optional gzip/deflate request decoding;
 3. :mod:`serving.protocol` validation (4xx with ``{"error": reason}``);
 4. a bounded queue (503 ``queue full`` when it already holds ``max_queue_size`` requests);
-5. the :class:`serving.batcher.Batcher`: a single task that closes a batch when it holds its
-   cap (``max_batch_size``, lowered so that one batch fits half the queue-wait bound at the
-   recent time per row) or its oldest request has waited ``max_queue_delay_ms``, runs the
+5. the :class:`serving.batcher.Batcher`: a single task that closes a batch when it holds
+   ``max_batch_size`` rows or its oldest request has waited ``max_queue_delay_ms``, runs the
    runner in one worker thread, and splits the rows back to their requests. While a batch
    runs, the next one fills up, so batches grow with load and stay at 1 when idle.
 
@@ -22,7 +21,7 @@ Metrics (:mod:`serving.server_metrics`; Prometheus text at ``GET /metrics``):
 ``inference_goodput_total`` (answered with a queue wait within the bound),
 ``inference_expected_queue_wait_seconds`` (the last admission estimate),
 ``inference_errors_total{code}`` (other non-200s),
-``inference_batch_size`` (rows per executed batch), ``inference_batch_cap``, ``inference_rows_total``,
+``inference_batch_size`` (rows per executed batch), ``inference_rows_total``,
 ``inference_request_duration_seconds``, ``inference_batch_duration_seconds``,
 ``inference_queue_wait_seconds``, ``inference_queue_depth``, ``inference_model_info`` and the
 process collector (``process_cpu_seconds_total`` …).
@@ -131,7 +130,6 @@ def create_app(
         "max_queue_delay_ms": settings.max_queue_delay_ms,
         "max_queue_size": settings.max_queue_size,
         "max_queue_wait_ms": settings.max_queue_wait_ms,
-        "batch_time_budget": Batcher.BATCH_BUDGET,  # share of max_queue_wait_ms one batch may take
         **runner.describe(),
         **(extra_metadata or {}),
     }

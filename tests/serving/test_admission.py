@@ -50,27 +50,6 @@ def test_no_bound_and_no_history():
     assert _admit(batch_rows=0.0, queued_rows=20).expected_wait_s == pytest.approx(2.0)
 
 
-def test_the_batch_cap_fits_half_the_bound_at_the_recent_time_per_row():
-    from serving.batcher import Batcher
-    from serving.server_metrics import Metrics
-
-    b = Batcher(runner=None, metrics=Metrics({"model": MODEL}), max_batch_size=32, max_queue_delay_ms=5,
-                max_queue_size=256, max_queue_wait_ms=100)
-    assert b.batch_cap() == 32  # nothing measured yet
-    b.batch_s, b.batch_rows = 0.05, 10.0  # 5 ms per row: 50 ms (half of 100) holds 10 rows
-    assert b.batch_cap() == 10
-    b.batch_s, b.batch_rows = 0.01, 10.0  # 1 ms per row: 50 would fit, max_batch_size caps it
-    assert b.batch_cap() == 32
-    b.batch_s, b.batch_rows = 1.0, 1.0  # a row slower than the bound: still one row per batch
-    assert b.batch_cap() == 1
-    b.max_wait_s = 0.0  # no bound: the configured size
-    assert b.batch_cap() == 32
-    # Admission's "fits the next batch" uses the cap: 30 rows queued at 5 ms/row, cap 10 → shed.
-    b.max_wait_s, b.batch_s, b.batch_rows, b.queued_rows = 0.1, 0.05, 10.0, 30
-    assert not b.admission().admit
-    b.executor.shutdown()
-
-
 def test_overloaded_server_sheds_with_retry_after_and_stays_alive(serve_process, serving_root):
     from tests.serving.test_http_servers import metric
 

@@ -5,8 +5,9 @@ prints energy per 1k requests (gross and net), throughput and p99 latency per en
 ratios of each engine to the baseline engine (default ``pytorch``). Every energy figure is
 labelled with its kind — on a CPU box without RAPL that is ``estimated``. Durations are short
 by default: these are quick comparisons, not the study's repeated measurements (use
-``make load … REPEATS=3`` for those). The table is also written to
-``results/bench/loadtest-<id>.json``.
+``make load … REPEATS=3`` for those). The table is also written to the results root's bench
+directory (``study.paths.Paths.bench``) as ``loadtest-<id>.json``; each engine's run stays
+under the load directory like any load test.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from loadtest.run import ENGINES, RunConfig, run, utc_run_id
 from loadtest.shapes import specs_for
 from study.io import write_json_atomic
+from study.paths import Paths
 
 DEFAULT_ENGINES = ("onnxruntime", "pytorch", "triton", "vllm")
 
@@ -127,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=float, default=3.0, help="idle baseline, s (default 3)")
     p.add_argument("--meter", default=os.environ.get("METER", "auto"))
     p.add_argument("--country", default=os.environ.get("COUNTRY", "FRA"))
-    p.add_argument("--artifacts-dir", default=os.environ.get("ARTIFACTS", "artifacts"))
-    p.add_argument("--results-dir", default="results/load")
+    p.add_argument("--artifacts-dir", default=None, help="artifacts root (default $ARTIFACTS)")
+    p.add_argument("--results-dir", default=None, help="results root (default $RESULTS_DIR)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -146,13 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {e}", file=sys.stderr)
         return 2
     bench_id = utc_run_id()
+    paths = Paths.from_env(artifacts=args.artifacts_dir, results=args.results_dir)
     rows = []
     for engine in engines:
         try:
             cfg = RunConfig(
                 engine=engine, variant=args.variant, specs=specs, duration_s=args.duration,
                 warmup_s=args.warmup, idle_s=args.idle, meter=args.meter, country=args.country,
-                artifacts_dir=args.artifacts_dir, results_dir=args.results_dir,
+                artifacts_dir=str(paths.artifacts), results_dir=str(paths.load_root),
                 run_id=f"bench-{bench_id}", progress=not args.no_progress,
             )
         except ValueError as e:  # the same settings for every engine: one line, no run
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     table = ratios(rows, args.baseline)
     print(format_table(table, args.baseline))
-    out = Path(args.results_dir).parent / "bench" / f"loadtest-{bench_id}.json"
+    out = paths.bench / f"loadtest-{bench_id}.json"
     write_json_atomic(out, {"bench_id": bench_id, "baseline": args.baseline, "load": specs[0].to_dict(),
                             "duration_s": args.duration, "meter": args.meter, "rows": table})
     print(f"written: {out}")

@@ -3,19 +3,20 @@ only the runner differs, so the two engines are compared fairly.
 
 Starlette (ASGI) on uvicorn. Requests pass through:
 
-1. admission by deadline, before the body is read or parsed (:func:`admit`): a request is
-   admitted when it joins the next batch, or when its expected queue wait (the rest of the
-   running batch + rows ahead × recent batch time ÷ recent batch rows) fits
+1. admission by deadline, before the body is read or parsed (:func:`serving.admission.admit`):
+   a request is admitted when it joins the next batch, or when its expected queue wait (the
+   rest of the running batch + rows ahead × recent batch time ÷ recent batch rows) fits
    ``max_queue_wait_ms``; otherwise 503 with ``Retry-After`` (``inference_shed_total{reason}``);
 2. a body-size limit (413) and optional gzip/deflate request decoding;
 3. :mod:`serving.protocol` validation (4xx with ``{"error": reason}``);
 4. a bounded queue (503 ``queue full`` when it already holds ``max_queue_size`` requests);
-5. the :class:`Batcher`: a single task that closes a batch when it holds ``max_batch_size``
-   rows or its oldest request has waited ``max_queue_delay_ms``, runs the runner in one worker
-   thread, and splits the rows back to their requests. While a batch runs, the next one fills
-   up, so batches grow with load and stay at 1 when idle (adaptive dynamic batching).
+5. the :class:`serving.batcher.Batcher`: a single task that closes a batch when it holds
+   ``max_batch_size`` rows or its oldest request has waited ``max_queue_delay_ms``, runs the
+   runner in one worker thread, and splits the rows back to their requests. While a batch
+   runs, the next one fills up, so batches grow with load and stay at 1 when idle.
 
-Metrics (Prometheus text at ``GET /metrics``): ``inference_requests_total`` (every infer POST),
+Metrics (:mod:`serving.server_metrics`; Prometheus text at ``GET /metrics``):
+``inference_requests_total`` (every infer POST),
 ``inference_rejected_total`` (503s) and ``inference_shed_total{reason}`` (why),
 ``inference_goodput_total`` (answered with a queue wait within the bound),
 ``inference_expected_queue_wait_seconds`` (the last admission estimate),
@@ -31,29 +32,15 @@ keeps running until they are answered), then the lifespan shutdown stops the bat
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    ProcessCollector,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -61,301 +48,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from serving import protocol
+from serving.admission import Admission, Overloaded, admit
+from serving.batcher import Batcher
 from serving.engines.base import EngineSettings, EngineUnavailable
 from serving.runners import Runner, SlowRunner, make_runner
+from serving.server_metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 MODEL_VERSION = "1"
-BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
-
-
-class Overloaded(Exception):
-    """The queue is full, the deadline cannot be met or the server is stopping (→ 503)."""
-
-    def __init__(self, reason: str, kind: str = "queue_full", retry_after_s: int = 1) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.retry_after_s = retry_after_s
-
-
-@dataclass(frozen=True)
-class Admission:
-    """The admission decision for one request, with the numbers it rests on."""
-
-    admit: bool
-    expected_wait_s: float
-    #: whole seconds for ``Retry-After`` (HTTP wants delta-seconds, at least 1)
-    retry_after_s: int
-
-
-def admit(
-    *, queued_rows: float, running_left_s: float, batch_s: float, batch_rows: float,
-    max_batch_size: int, max_wait_s: float, rows: int = 1,
-) -> Admission:
-    """Admit a request of ``rows`` rows (1 when not parsed yet) or shed it.
-
-    Expected queue wait = what is left of the running batch + the rows ahead × the recent batch
-    time ÷ the recent rows per batch (both moving averages). A request that fits in the *next*
-    batch (``queued_rows + rows <= max_batch_size``) is always admitted: it is served as early as
-    any request can be, and a model whose one batch outlasts the bound still serves. Otherwise
-    the wait must fit ``max_wait_s`` (0 = no bound; only ``max_queue_size`` limits the queue).
-    Pure and cheap: it runs before the body is read.
-    """
-    per_row_s = batch_s / max(batch_rows, 1.0)
-    wait_s = max(running_left_s, 0.0) + max(queued_rows, 0.0) * per_row_s
-    ok = max_wait_s <= 0 or queued_rows + rows <= max_batch_size or wait_s <= max_wait_s
-    return Admission(ok, wait_s, max(1, math.ceil(wait_s)))
-
-
-@dataclass
-class _Pending:
-    texts: list[str]
-    future: asyncio.Future
-    enqueued_s: float = field(default_factory=time.perf_counter)
-
-
-class Metrics:
-    """The Prometheus collectors of one server (own registry: several servers per process in
-    tests must not collide)."""
-
-    def __init__(self, labels: dict[str, str]) -> None:
-        # The *_created series double the exposition for nothing a scraper here uses.
-        disable_created_metrics()
-        self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        r = self.registry
-        self.requests = Counter(
-            "inference_requests", "Inference requests received (one per POST …/infer)", registry=r
-        )
-        self.rejected = Counter(
-            "inference_rejected", "Inference requests answered 503 (queue full or stopping)",
-            registry=r,
-        )
-        self.shed = Counter(
-            "inference_shed", "Inference requests answered 503, by reason (deadline: the "
-            "expected queue wait exceeds max_queue_wait_ms; queue_full; not_ready; stopping)",
-            ["reason"], registry=r,
-        )
-        for reason in ("deadline", "queue_full", "not_ready", "stopping"):
-            self.shed.labels(reason=reason)
-        self.goodput = Counter(
-            "inference_goodput", "Requests answered with their rows whose queue wait was within "
-            "max_queue_wait_ms (all answered ones when there is no bound)", registry=r,
-        )
-        self.expected_wait = Gauge(
-            "inference_expected_queue_wait_seconds",
-            "Expected queue wait computed by the last admission decision", registry=r,
-        )
-        self.errors = Counter(
-            "inference_errors", "Inference requests answered with another error status",
-            ["code"], registry=r,
-        )
-        self.rows = Counter("inference_rows", "Rows (texts) classified", registry=r)
-        self.batch_size = Histogram(
-            "inference_batch_size", "Rows per executed model batch", buckets=BATCH_BUCKETS,
-            registry=r,
-        )
-        self.request_duration = Histogram(
-            "inference_request_duration_seconds", "Server-side latency of successful requests",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=r,
-        )
-        self.batch_duration = Histogram(
-            "inference_batch_duration_seconds", "Runner time per batch (tokenise + model)",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=r,
-        )
-        self.queue_wait = Histogram(
-            "inference_queue_wait_seconds", "Time from admission to batch start",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
-            registry=r,
-        )
-        self.queue_depth = Gauge(
-            "inference_queue_depth", "Requests waiting for a batch", registry=r
-        )
-        self.queue_rows = Gauge(
-            "inference_queue_rows", "Rows waiting for a batch (admitted, incl. being parsed)",
-            registry=r,
-        )
-        info = Gauge(
-            "inference_model_info", "The served model (value 1)", sorted(labels), registry=r
-        )
-        info.labels(**labels).set(1)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
-
-
-class Batcher:
-    """Adaptive dynamic batching over one runner executed in one worker thread."""
-
-    #: weight of the newest batch in the moving averages of batch time and rows
-    EWMA_ALPHA = 0.2
-
-    def __init__(
-        self, runner: Runner, metrics: Metrics, max_batch_size: int, max_queue_delay_ms: float,
-        max_queue_size: int, max_queue_wait_ms: float = 0.0, initial_batch_s: float = 0.0,
-    ) -> None:
-        self.runner = runner
-        self.metrics = metrics
-        self.max_batch_size = max_batch_size
-        self.max_delay_s = max_queue_delay_ms / 1000.0
-        self.max_queue_size = max_queue_size
-        self.max_wait_s = max_queue_wait_ms / 1000.0
-        # Admission state: rows queued (submitted, not yet in a batch), requests admitted but
-        # not yet submitted (their body is being read/parsed; counted as one row each), and
-        # moving averages of the executed batches (seeded by the warm-up batch).
-        self.queued_rows = 0
-        self.reserved = 0
-        self.batch_s = float(initial_batch_s)
-        self.batch_rows = 1.0
-        self.running_since: float | None = None
-        self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue_size)
-        # One thread: runners are not thread-safe, and the model parallelises inside a call.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner")
-        self.task: asyncio.Task | None = None
-        self.stopping = False
-        self._carry: _Pending | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
-
-    async def stop(self) -> None:
-        """Stop now: requests still queued, or in a batch that is running, are answered 503.
-
-        The lifespan calls this only after uvicorn has answered the in-flight requests, so in
-        a graceful shutdown nothing is left to refuse.
-        """
-        self.stopping = True
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        leftovers = [self._carry] if self._carry else []
-        while not self.queue.empty():
-            leftovers.append(self.queue.get_nowait())
-        for p in leftovers:
-            if not p.future.done():
-                p.future.set_exception(Overloaded("server is shutting down", kind="stopping"))
-        # Waits for a runner call still in progress, off the event loop.
-        await asyncio.to_thread(self.executor.shutdown, True)
-
-    def admission(self, rows: int = 1) -> Admission:
-        """Decide on a request not read yet (see :func:`admit`); an admitted one holds a
-        reservation until :meth:`submit` or :meth:`release`."""
-        now = time.perf_counter()
-        running_left = 0.0 if self.running_since is None else self.batch_s - (now - self.running_since)
-        decision = admit(
-            queued_rows=self.queued_rows + self.reserved, running_left_s=running_left,
-            batch_s=self.batch_s, batch_rows=self.batch_rows, max_batch_size=self.max_batch_size,
-            max_wait_s=self.max_wait_s, rows=rows,
-        )
-        self.metrics.expected_wait.set(decision.expected_wait_s)
-        if decision.admit:
-            self.reserved += 1
-        return decision
-
-    def release(self) -> None:
-        """Drop the reservation of an admitted request that will not be submitted."""
-        self.reserved = max(0, self.reserved - 1)
-
-    async def submit(self, texts: list[str], reserved: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Queue ``texts`` (one request) and wait for its rows' ``(logits, labels)``.
-
-        ``reserved``: the request holds an admission reservation (:meth:`admission`), which this
-        turns into its queued rows.
-        """
-        if reserved:
-            self.release()
-        if self.stopping:
-            raise Overloaded("server is shutting down", kind="stopping")
-        pending = _Pending(texts, asyncio.get_running_loop().create_future())
-        try:
-            self.queue.put_nowait(pending)
-        except asyncio.QueueFull:
-            raise Overloaded(
-                f"server overloaded: queue full ({self.max_queue_size} requests waiting, "
-                f"max_queue_size={self.max_queue_size}); retry later"
-            ) from None
-        self.queued_rows += len(texts)
-        self.metrics.queue_depth.set(self.queue.qsize())
-        self.metrics.queue_rows.set(self.queued_rows)
-        return await pending.future
-
-    async def _next(self, timeout_s: float | None) -> _Pending | None:
-        if self._carry is not None:
-            p, self._carry = self._carry, None
-            return p
-        with contextlib.suppress(asyncio.QueueEmpty):
-            return self.queue.get_nowait()
-        if timeout_s is not None and timeout_s <= 0:
-            return None
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout_s)
-        except asyncio.TimeoutError:
-            return None
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            first = await self._next(None)
-            batch, rows = [first], len(first.texts)
-            deadline = first.enqueued_s + self.max_delay_s
-            while rows < self.max_batch_size:
-                nxt = await self._next(deadline - time.perf_counter())
-                if nxt is None:
-                    break
-                if rows + len(nxt.texts) > self.max_batch_size:
-                    self._carry = nxt  # does not fit: first in the next batch
-                    break
-                batch.append(nxt)
-                rows += len(nxt.texts)
-            self.queued_rows -= rows
-            self.metrics.queue_depth.set(self.queue.qsize())
-            self.metrics.queue_rows.set(self.queued_rows)
-            # A client that went away (cancelled future) does not need its rows computed.
-            batch = [p for p in batch if not p.future.done()]
-            if not batch:
-                continue
-            texts = [t for p in batch for t in p.texts]
-            start = time.perf_counter()
-            on_time = []
-            for p in batch:
-                wait = start - p.enqueued_s
-                self.metrics.queue_wait.observe(wait)
-                on_time.append(self.max_wait_s <= 0 or wait <= self.max_wait_s)
-            self.running_since = start
-            try:
-                logits, labels = await loop.run_in_executor(self.executor, self.runner.predict, texts)
-            except asyncio.CancelledError:
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(Overloaded("server is shutting down", kind="stopping"))
-                raise
-            except Exception as e:  # the model failed: every request in the batch gets a 500
-                log.exception("runner failed on a batch of %d rows", len(texts))
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(RuntimeError(f"model failed: {type(e).__name__}: {e}"))
-                continue
-            finally:
-                self.running_since = None
-            took = time.perf_counter() - start
-            a = self.EWMA_ALPHA
-            self.batch_s = took if self.batch_s <= 0 else (1 - a) * self.batch_s + a * took
-            self.batch_rows = (1 - a) * self.batch_rows + a * len(texts)
-            self.metrics.batch_duration.observe(took)
-            self.metrics.batch_size.observe(len(texts))
-            self.metrics.rows.inc(len(texts))
-            offset = 0
-            for p, good in zip(batch, on_time, strict=True):
-                k = len(p.texts)
-                if not p.future.done():
-                    p.future.set_result((logits[offset : offset + k], labels[offset : offset + k]))
-                    if good:
-                        self.metrics.goodput.inc()
-                offset += k
+#: idle keep-alive connections are closed after this (nginx's default; uvicorn's is 5 s)
+KEEP_ALIVE_S = 75
 
 
 _ADMISSION = "green_pipeline.admission"  # ASGI scope key: the front's admission decision
@@ -602,10 +305,26 @@ def create_app(
     return front
 
 
+def http_stack() -> dict[str, str]:
+    """uvicorn's HTTP parser and event loop: the C ones (httptools, uvloop; requirements.txt)
+    when installed, else the pure-Python h11 and asyncio. Recorded in the model metadata.
+
+    Measured (docs/serving.md "Benchmarks"): httptools + uvloop cut the event loop's share of a
+    loaded server, which on 2 cores shared with the load client is CPU the model does not get.
+    """
+    import importlib.util
+
+    return {
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+    }
+
+
 def serve_app(app: Any, settings: EngineSettings) -> None:
     """Run ``app`` on uvicorn in the foreground; SIGINT/SIGTERM shut it down gracefully."""
     import uvicorn
 
+    stack = http_stack()
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -614,6 +333,11 @@ def serve_app(app: Any, settings: EngineSettings) -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
         backlog=2048,
+        # Longer than a client's idle gaps: with uvicorn's 5 s, a Poisson client of a 1,000-user
+        # pool (gaps > 5 s happen) raced the server's close and lost a request now and then.
+        timeout_keep_alive=KEEP_ALIVE_S,
+        http=stack["http"],
+        loop=stack["loop"],
     )
     uvicorn.Server(config).run()
 
@@ -672,7 +396,10 @@ class RunnerEngine:
         start = time.perf_counter()
         runner.predict(["int main(void) { return 0; }"])
         warm_s = time.perf_counter() - start
-        serve_app(create_app(runner, settings, self.name, initial_batch_s=warm_s), settings)
+        stack = {f"{k}_impl": v for k, v in http_stack().items()}
+        app = create_app(runner, settings, self.name, extra_metadata=stack, initial_batch_s=warm_s)
+        serve_app(app, settings)
 
 
-__all__ = ["Batcher", "EngineUnavailable", "Metrics", "RunnerEngine", "create_app", "serve_app"]
+__all__ = ["Admission", "Batcher", "EngineUnavailable", "Metrics", "Overloaded", "RunnerEngine", "admit",
+           "create_app", "serve_app"]

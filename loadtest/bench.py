@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = RunConfig(
                 engine=engine, variant=args.variant, specs=specs, duration_s=args.duration,
                 warmup_s=args.warmup, idle_s=args.idle, meter=args.meter, country=args.country,
-                artifacts_dir=str(paths.artifacts), results_dir=str(paths.load_root),
+                artifacts_dir=str(paths.artifacts), results_dir=str(paths.results),
                 run_id=f"bench-{bench_id}", progress=not args.no_progress,
             )
         except ValueError as e:  # the same settings for every engine: one line, no run

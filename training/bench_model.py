@@ -62,7 +62,7 @@ def build(paths: Paths, *, data: str | None = None, seed: int = 42, max_length: 
         return out
     from training.data import load_split, resolve_data_path
     from training.model import count_params, train_tokenizer
-    from training.train import save_artifact_atomically
+    from training.stages.system import save_artifact_atomically
 
     data_path = resolve_data_path(data)
     train = load_split("train", data_path=data_path, seed=seed)

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from energy.attribution import CpuTimes
-from study.process import tree_pids  # noqa: F401 (re-exported for the phase runner)
 
 
 def _busy_s(ct: Any) -> float:

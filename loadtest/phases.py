@@ -29,7 +29,7 @@ from energy.base import EnergyRecord
 from energy.carbon import grid_intensity_info
 from energy.integrate import idle_power_per_device
 from loadtest.config import INTERRUPTED, RECORDS_SUBDIR, RepeatFailed, RunConfig
-from loadtest.cpu import CpuAccountant, tree_pids
+from loadtest.cpu import CpuAccountant
 from loadtest.launch import LocustPhase, Server, _count_rows, run_locust, scrape_count
 from loadtest.records import in_window, read_request_records, request_span
 from loadtest.shapes import LoadSpec
@@ -37,7 +37,7 @@ from loadtest.stability import StabilityMonitor
 from loadtest.summary import compose_repeat_summary, latency_summary
 from study.environment import capture
 from study.io import write_json_atomic, write_text_atomic
-from study.process import tail_line
+from study.process import tail_line, tree_pids
 
 # The idle baseline's two halves may differ by this much (relative to their mean) before the
 # baseline is flagged ``idle_not_stationary``.

@@ -51,8 +51,7 @@ from loadtest.repeats import aggregate_repeats
 from loadtest.shapes import LoadSpec, specs_for
 from loadtest.summary import DEFAULT_LATE_THRESHOLD_MS, DEFAULT_MAX_ERROR_RATE
 from study.io import write_json_atomic, write_text_atomic
-from study.process import child_env, free_port, http_get  # noqa: F401
-from study.prometheus import parse_prometheus_sum  # noqa: F401
+from study.process import child_env
 
 
 def write_requests_file(path: Path, data: str | None, max_items: int | None,

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from loadtest.protocols import oip_labels, oip_request, vllm_labels, vllm_request
-from loadtest.run import RunConfig, parse_prometheus_sum
+from loadtest.run import RunConfig
 from loadtest.shapes import LoadSpec, default_pool, parse_sweep, specs_for
+from study.prometheus import parse_prometheus_sum
 
 
 def test_load_specs_closed_open_and_sweep():

@@ -51,7 +51,7 @@ TRAIN_SETS = [
 
 
 def _counter(metrics_text: str) -> float:
-    from loadtest.run import parse_prometheus_sum
+    from study.prometheus import parse_prometheus_sum
 
     value = parse_prometheus_sum(metrics_text, (REQUEST_COUNTER,))
     assert value is not None, f"{REQUEST_COUNTER} not in /metrics"

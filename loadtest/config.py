@@ -18,7 +18,7 @@ from energy.carbon import grid_intensity_info
 from loadtest.shapes import LoadSpec
 from loadtest.summary import DEFAULT_LATE_THRESHOLD_MS, DEFAULT_MAX_ERROR_RATE
 from serving.engines.registry import ENGINE_NAMES, FACTS, OIP_HEALTH_PATH
-from study.paths import REPO_ROOT, Paths, artifacts_root, load_results_root  # noqa: F401 (REPO_ROOT: launch.py)
+from study.paths import Paths, artifacts_root, load_results_root
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 # Engine facts come from the engine registry (serving/engines/registry.py,
@@ -121,7 +121,6 @@ class RunConfig:
     @property
     def protocol(self) -> str:
         return FACTS[self.engine].protocol
-
 
 
 def utc_run_id() -> str:

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[locust] starting {cfg.engine}/{cfg.variant} (log: {server.log_path})", file=sys.stderr)
         server.start()
         server.wait_ready(cfg.startup_timeout_s)
-        pid = server.proc.pid if server.proc else None
+        pid = server.pid
         power = session / "power.csv"
         sidecar = Sidecar(power, interval_s=args.interval_s, meter=args.meter, pids=(pid,) if pid else ())
         cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", server.url,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from typing import Any
 from loadtest.config import (
     LOCUSTFILE,
     RECORDS_SUBDIR,
-    REPO_ROOT,
     SERVER_COUNTERS,
     RepeatFailed,
     RunConfig,
@@ -30,6 +28,7 @@ from loadtest.cpu import affinity_preexec
 from loadtest.shapes import LoadSpec
 from serving.engines.registry import facts as engine_facts
 from study.io import write_text_atomic
+from study.paths import REPO_ROOT
 from study.process import (
     Launched,
     NotReady,
@@ -195,7 +194,6 @@ class Server:
     def __init__(self, cfg: RunConfig, rep_dir: Path) -> None:
         self.cfg = cfg
         self.launched: Launched | None = None
-        self.proc: subprocess.Popen | None = None
         self.log_path = rep_dir / "server.log"
         self._dead_checks = 0
         facts = engine_facts(cfg.engine)  # ports, metrics URL, health path: the engine registry's
@@ -220,8 +218,12 @@ class Server:
         env = child_env({"CUDA_VISIBLE_DEVICES": self.cfg.gpus} if self.cfg.gpus is not None else None)
         self.launched = Launched(cmd, name="server", log=self.log_path, env=env, cwd=REPO_ROOT,
                                  preexec=affinity_preexec(self.cfg.server_cpus)).start()
-        self.proc = self.launched.proc
         write_text_atomic(self.log_path.with_name("server.pid"), f"{self.launched.pid}\n")
+
+    @property
+    def pid(self) -> int | None:
+        """The server process's pid (None when attached to a URL)."""
+        return self.launched.pid if self.launched is not None else None
 
     def wait_ready(self, timeout_s: float) -> None:
         if self.launched is None:  # attached: the URL must answer within the timeout
@@ -238,8 +240,8 @@ class Server:
 
     def failure(self) -> str | None:
         """Why the server is not serving any more, or None."""
-        if self.proc is not None:
-            rc = self.proc.poll()
+        if self.launched is not None:
+            rc = self.launched.returncode
             return None if rc is None else f"server exited with code {rc} during the steady window"
         # Attached: three failed health checks in a row (≥ 1.5 s) mean it is gone.
         if http_get(self.health_url, timeout_s=1.0)[0] == 200:

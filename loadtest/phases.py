@@ -146,7 +146,7 @@ def steady(r: Repeat) -> None:
     cfg = r.cfg
     before = scrape_count(r.server.metrics_url, cfg.engine, cfg.model_name)
     client_pids: list[int] = []
-    server_pid = r.server.proc.pid if r.server.proc else None
+    server_pid = r.server.pid
     r.accountant = CpuAccountant({"server": lambda: tree_pids(server_pid),
                                   "client": lambda: list(client_pids)})
     if cfg.stable:
@@ -216,7 +216,7 @@ def run_repeat(cfg: RunConfig, spec: LoadSpec, run_dir: Path, k: int, requests_f
 
     def state(phase: str) -> None:
         write_json_atomic(rep_dir / "state.json", {
-            "phase": phase, "server_pid": r.server.proc.pid if r.server.proc else None,
+            "phase": phase, "server_pid": r.server.pid,
             "url": r.server.url, "t_unix_s": time.time(),
         })
 

@@ -40,7 +40,6 @@ from loadtest.config import (  # noqa: F401  (re-exported: the CLI's public name
     ENGINES,
     INTERRUPTED,
     MODEL_NAME,
-    REPO_ROOT,
     RunConfig,
     server_parser,
     utc_run_id,
@@ -51,6 +50,7 @@ from loadtest.repeats import aggregate_repeats
 from loadtest.shapes import LoadSpec, specs_for
 from loadtest.summary import DEFAULT_LATE_THRESHOLD_MS, DEFAULT_MAX_ERROR_RATE
 from study.io import write_json_atomic, write_text_atomic
+from study.paths import REPO_ROOT
 from study.process import child_env
 
 

@@ -35,9 +35,11 @@ the orchestrator can cut windows exactly and compute served F1. A failed request
 its error, never an exception that stops the user.
 
 Load models (docs/loadtest.md): *closed loop* — each user sends its next request as soon as the
-previous one is answered (``wait_time`` 0); *open loop* — the total rate ``--rps`` is split over
-``--pool`` users (default: all users), each following its own Poisson schedule of **absolute**
-target times (a superposition of independent Poisson processes is Poisson at the summed rate).
+previous one is answered (``wait_time`` 0; after a 503 it first waits the ``Retry-After`` the
+server gave, at most :data:`loadtest.protocols.MAX_RETRY_AFTER_S`); *open loop* — the total
+rate ``--rps`` is split over ``--pool`` users (default: all users), each following its own
+Poisson schedule of **absolute** target times (a superposition of independent Poisson processes
+is Poisson at the summed rate).
 A user that is still busy when its next target passes sends immediately and keeps the schedule,
 so a slow server does not lower the offered rate (coordinated omission is bounded by the pool
 size); each row carries its target time so lateness and latency-from-intended are reported.
@@ -69,7 +71,7 @@ from locust import events, task  # noqa: E402
 from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 
 from loadtest import energy_tab, live  # noqa: E402
-from loadtest.protocols import PREDICT_FN, oip_request, vllm_request  # noqa: E402
+from loadtest.protocols import PREDICT_FN, oip_request, retry_after_s, vllm_request  # noqa: E402
 from loadtest.records import RecordWriter  # noqa: E402
 
 log = logging.getLogger("loadtest")
@@ -412,6 +414,7 @@ class LoadUser(FastHttpUser):
         self._batch = int(run.get("batch", 1))
         self._cursor = self._rng.randrange(len(STATE.items)) if STATE.items else 0
         self._target: float | None = None
+        self._pause = 0.0  # closed loop: the last 503's Retry-After, waited before the next request
         if run.get("rps"):
             self._rate = float(run["rps"]) / int(run.get("pool") or 1)  # req/s of this stream
             self._target = time.time() + self._rng.expovariate(self._rate)
@@ -419,7 +422,10 @@ class LoadUser(FastHttpUser):
 
     def wait_time(self) -> float:
         if self._target is None:
-            return 0.0  # closed loop: no think time
+            # Closed loop: no think time, except after a 503 that said when to retry (admission
+            # by deadline): a well-behaved client waits that long instead of spinning on 503s.
+            pause, self._pause = self._pause, 0.0
+            return pause
         # Next absolute target on this stream's Poisson schedule; never reset to "now", so a
         # late request does not push every later arrival back (coordinated omission).
         self._target += self._rng.expovariate(self._rate)
@@ -453,6 +459,8 @@ class LoadUser(FastHttpUser):
                 t_end = time.time()
                 if resp.status_code != 200:
                     error = _error_reason(resp)
+                    if resp.status_code == 503 and target is None:
+                        self._pause = retry_after_s(resp.headers.get("retry-after"))
                 else:
                     try:
                         pred, scores = PREDICT_FN[self._protocol](resp.json(), len(texts))

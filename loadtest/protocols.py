@@ -13,6 +13,19 @@ from typing import Any
 
 PROTOCOLS = ("oip", "vllm")
 
+#: the longest a closed-loop user waits on a 503's ``Retry-After``, s
+MAX_RETRY_AFTER_S = 10.0
+
+
+def retry_after_s(value: str | None) -> float:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds, at most
+    :data:`MAX_RETRY_AFTER_S`; missing, negative, an HTTP date or junk is 0 (go on at once)."""
+    try:
+        seconds = float(value or 0)
+    except ValueError:
+        return 0.0
+    return min(seconds, MAX_RETRY_AFTER_S) if seconds > 0 else 0.0  # NaN > 0 is False
+
 
 def oip_request(texts: list[str], model: str) -> tuple[str, bytes]:
     """(path, JSON body) of an Open Inference Protocol v2 infer request for ``texts``."""

@@ -20,6 +20,12 @@ class Overloaded(Exception):
         self.retry_after_s = retry_after_s
 
 
+#: a request that finds fewer rows than this waiting is always admitted, so a few concurrent
+#: clients (the 4-user light load the overload targets are measured against) never see a 503,
+#: however slow each row is or however busy the machine
+ALWAYS_ADMIT_ROWS = 4
+
+
 @dataclass(frozen=True)
 class Admission:
     """The admission decision for one request, with the numbers it rests on."""
@@ -32,19 +38,22 @@ class Admission:
 
 def admit(
     *, queued_rows: float, running_left_s: float, batch_s: float, batch_rows: float,
-    max_batch_size: int, max_wait_s: float, rows: int = 1,
+    batch_cap: int, max_wait_s: float, rows: int = 1,
 ) -> Admission:
     """Admit a request of ``rows`` rows (1 when not parsed yet) or shed it.
 
     Expected queue wait = what is left of the running batch + the rows ahead × the recent batch
     time ÷ the recent rows per batch (both moving averages). A request that fits in the *next*
-    batch (``queued_rows + rows <= max_batch_size``) is always admitted: it is served as early as
-    any request can be, and a model whose one batch outlasts the bound still serves. Otherwise
-    the wait must fit ``max_wait_s`` (0 = no bound; only ``max_queue_size`` limits the queue).
+    batch (``queued_rows + rows <= batch_cap``, the rows the next batch may hold:
+    :meth:`serving.batcher.Batcher.batch_cap`) is always admitted: it is served as early as
+    any request can be, and a model whose one batch outlasts the bound still serves; so is one
+    that finds fewer than :data:`ALWAYS_ADMIT_ROWS` rows ahead. Otherwise the wait must fit
+    ``max_wait_s`` (0 = no bound; only ``max_queue_size`` limits the queue).
     Pure and cheap: it runs before the body is read.
     """
     per_row_s = batch_s / max(batch_rows, 1.0)
     wait_s = max(running_left_s, 0.0) + max(queued_rows, 0.0) * per_row_s
-    ok = max_wait_s <= 0 or queued_rows + rows <= max_batch_size or wait_s <= max_wait_s
+    room = max(batch_cap, ALWAYS_ADMIT_ROWS)
+    ok = max_wait_s <= 0 or queued_rows + rows <= room or wait_s <= max_wait_s
     return Admission(ok, wait_s, max(1, math.ceil(wait_s)))
 

@@ -87,6 +87,24 @@ class Batcher:
         # Waits for a runner call still in progress, off the event loop.
         await asyncio.to_thread(self.executor.shutdown, True)
 
+    #: a batch may hold the rows that run in this fraction of ``max_queue_wait_ms``
+    BATCH_SHARE_OF_BOUND = 0.5
+
+    def batch_cap(self) -> int:
+        """Rows the next batch may hold: ``max_batch_size``, and under a queue-wait bound no
+        more than run in half of it at the recent time per row (at least 1).
+
+        An admitted request waits at most the bound, then runs in a batch that takes about half
+        of it, so its time in the server stays near 1.5 × ``max_queue_wait_ms`` however large
+        ``max_batch_size`` is (with 32-row batches, each of ~100 ms on 2 shared cores, it was
+        ~200 ms under overload); where rows are cheap (a small model, a GPU) batches still grow
+        to ``max_batch_size``. Measured in docs/serving.md ("Overhead and overload")."""
+        if self.max_wait_s <= 0 or self.batch_s <= 0:
+            return self.max_batch_size
+        per_row_s = self.batch_s / max(self.batch_rows, 1.0)
+        rows = int(self.BATCH_SHARE_OF_BOUND * self.max_wait_s / per_row_s)
+        return max(1, min(self.max_batch_size, rows))
+
     def admission(self, rows: int = 1) -> Admission:
         """Decide on a request not read yet (see :func:`admit`); an admitted one holds a
         reservation until :meth:`submit` or :meth:`release`."""
@@ -94,7 +112,7 @@ class Batcher:
         running_left = 0.0 if self.running_since is None else self.batch_s - (now - self.running_since)
         decision = admit(
             queued_rows=self.queued_rows + self.reserved, running_left_s=running_left,
-            batch_s=self.batch_s, batch_rows=self.batch_rows, max_batch_size=self.max_batch_size,
+            batch_s=self.batch_s, batch_rows=self.batch_rows, batch_cap=self.batch_cap(),
             max_wait_s=self.max_wait_s, rows=rows,
         )
         self.metrics.expected_wait.set(decision.expected_wait_s)
@@ -148,11 +166,13 @@ class Batcher:
             first = await self._next(None)
             batch, rows = [first], len(first.texts)
             deadline = first.enqueued_s + self.max_delay_s
-            while rows < self.max_batch_size:
+            cap = self.batch_cap()
+            self.metrics.batch_cap.set(cap)
+            while rows < cap:
                 nxt = await self._next(deadline - time.perf_counter())
                 if nxt is None:
                     break
-                if rows + len(nxt.texts) > self.max_batch_size:
+                if rows + len(nxt.texts) > cap:
                     self._carry = nxt  # does not fit: first in the next batch
                     break
                 batch.append(nxt)
@@ -189,8 +209,11 @@ class Batcher:
                 self.running_since = None
             took = time.perf_counter() - start
             a = self.EWMA_ALPHA
-            self.batch_s = took if self.batch_s <= 0 else (1 - a) * self.batch_s + a * took
-            self.batch_rows = (1 - a) * self.batch_rows + a * len(texts)
+            if self.batch_s <= 0:  # the first measurement (no warm-up given): both from it
+                self.batch_s, self.batch_rows = took, float(len(texts))
+            else:
+                self.batch_s = (1 - a) * self.batch_s + a * took
+                self.batch_rows = (1 - a) * self.batch_rows + a * len(texts)
             self.metrics.batch_duration.observe(took)
             self.metrics.batch_size.observe(len(texts))
             self.metrics.rows.inc(len(texts))

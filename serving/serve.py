@@ -45,7 +45,8 @@ max_batch_size: rows per executed batch (and per request)
 max_queue_delay_ms: longest a request waits for its batch to fill
 max_queue_size: requests waiting beyond this get 503
 max_queue_wait_ms: admission by deadline: a request that does not fit in the next batch gets 503 + \
-Retry-After when its expected queue wait exceeds this (0 = off; onnxruntime/pytorch engines)
+Retry-After when its expected queue wait exceeds this, and a batch holds at most the rows that run in \
+half of it (0 = off; onnxruntime/pytorch engines)
 max_body_bytes: larger request bodies get 413
 threads: intra-op threads (ORT intra_op_num_threads / torch.set_num_threads); default: library's
 inter_op_threads: inter-op threads

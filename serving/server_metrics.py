@@ -71,6 +71,10 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
             registry=r,
         )
+        self.batch_cap = Gauge(
+            "inference_batch_cap", "Rows the next batch may hold: max_batch_size, or fewer under "
+            "max_queue_wait_ms (as many as run within it at the recent time per row)", registry=r,
+        )
         self.queue_depth = Gauge(
             "inference_queue_depth", "Requests waiting for a batch", registry=r
         )

@@ -47,8 +47,12 @@ class EngineSettings:
     # Admission by deadline (onnxruntime/pytorch servers): a request that does not fit in the
     # next batch is admitted only if its expected queue wait (rest of the running batch + rows
     # ahead × recent batch time ÷ recent rows per batch) is at most this; else 503 +
-    # Retry-After, before its body is read. 0 = off (only max_queue_size bounds the queue).
-    max_queue_wait_ms: float = 100.0
+    # Retry-After, before its body is read; a batch holds at most the rows that run in half of
+    # it (serving.batcher.Batcher.batch_cap), so an admitted request spends ~1.5 × this in the
+    # server. 0 = off (only max_queue_size bounds the queue, batches fill max_batch_size).
+    # 30 ms: under 4× overload on 2 shared cores the tiny model's accepted p99 stays within
+    # 3 × its 4-user p99 (docs/serving.md, "Overhead and overload").
+    max_queue_wait_ms: float = 30.0
     max_body_bytes: int = 4 * 1024 * 1024
     # Threads: intra-op (ORT intra_op_num_threads / torch.set_num_threads), inter-op.
     # None = the library default (all physical cores).

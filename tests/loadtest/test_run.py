@@ -125,6 +125,20 @@ def test_open_loop_run_reports_achieved_rate_and_lateness(artifacts_root, tmp_pa
     assert s["requests"]["server_counted"] == s["requests"]["ok"]
 
 
+def test_closed_loop_users_wait_the_retry_after_of_a_503(artifacts_root, tmp_path):
+    """A server that sheds (one row per batch, 300 ms each, 50 ms bound): closed-loop users wait
+    the 503's Retry-After (1 s) instead of spinning, so 8 users over 4 s get a few 503s each,
+    not the thousands an immediate resend would make."""
+    (_, s), = run(_cfg(artifacts_root, tmp_path, specs=[LoadSpec(users=8)], warmup_s=0,
+                       max_error_rate=1.0, run_id="shed",
+                       server_args=["--threads", "1", "--max-batch-size", "1", "--batch-delay-ms",
+                                    "300", "--max-queue-wait-ms", "50"]))
+    req = s["requests"]
+    assert req["errors"].get("http 503", 0) == req["failed"] > 0, req
+    assert req["failed"] <= 8 * (4 + 2), req  # at most one per user per second, plus slack
+    assert req["ok"] > 0 and req["server_counted"] == req["ok"] + req["failed"]
+
+
 def test_server_killed_mid_run_is_marked_failed_without_traceback(artifacts_root, tmp_path):
     run_dir = Paths.from_env(results=tmp_path).load_run("pytorch", "v0", "killed")
     cmd = [sys.executable, "-m", "loadtest.run", "--engine", "pytorch", "--artifacts-dir",

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from loadtest.protocols import oip_labels, oip_request, vllm_labels, vllm_request
+from loadtest.protocols import (
+    MAX_RETRY_AFTER_S,
+    oip_labels,
+    oip_request,
+    retry_after_s,
+    vllm_labels,
+    vllm_request,
+)
 from loadtest.run import RunConfig
 from loadtest.shapes import LoadSpec, default_pool, parse_sweep, specs_for
 from study.prometheus import parse_prometheus_sum
@@ -164,3 +171,12 @@ def test_bench_ratios_and_table():
     assert "(estimated)" in text and "ratios vs pytorch" in text
     assert "failed: engine unavailable" in text
     assert all(r["energy_ratio_gross"] is None for r in ratios(rows[:1], "pytorch"))  # no baseline
+
+
+@pytest.mark.parametrize("value, seconds", [
+    (None, 0.0), ("", 0.0), ("1", 1.0), ("2.5", 2.5), ("0", 0.0), ("-3", 0.0), ("nan", 0.0),
+    ("inf", MAX_RETRY_AFTER_S), ("100", MAX_RETRY_AFTER_S),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("soon", 0.0),
+])
+def test_retry_after_is_delta_seconds_capped_and_junk_is_zero(value, seconds):
+    assert retry_after_s(value) == seconds

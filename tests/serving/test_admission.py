@@ -8,7 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from serving.admission import ALWAYS_ADMIT_ROWS
+from serving.batcher import Batcher
 from serving.server import admit
+from serving.server_metrics import Metrics
 
 MODEL = "bigvul-modernbert"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -16,7 +19,7 @@ INFER = f"/v2/models/{MODEL}/infer"
 
 def _admit(**kw):
     args = dict(queued_rows=0, running_left_s=0.0, batch_s=0.1, batch_rows=10.0,
-                max_batch_size=16, max_wait_s=0.1, rows=1)
+                batch_cap=16, max_wait_s=0.1, rows=1)
     return admit(**{**args, **kw})
 
 
@@ -40,6 +43,13 @@ def test_a_request_that_fits_the_next_batch_is_always_admitted():
     d = _admit(queued_rows=15, running_left_s=5.0, batch_s=5.0, batch_rows=16.0)
     assert d.admit and d.expected_wait_s > 5
     assert not _admit(queued_rows=15, running_left_s=5.0, rows=2).admit  # 17 rows: no room
+
+
+def test_a_short_queue_is_never_shed_however_slow_the_rows():
+    # 1 s per row, a 100 ms bound, batches of 1: a few concurrent clients still get in.
+    slow = dict(running_left_s=1.0, batch_s=1.0, batch_rows=1.0, batch_cap=1)
+    assert _admit(queued_rows=ALWAYS_ADMIT_ROWS - 1, **slow).admit
+    assert not _admit(queued_rows=ALWAYS_ADMIT_ROWS, **slow).admit
 
 
 def test_no_bound_and_no_history():
@@ -76,3 +86,63 @@ def test_overloaded_server_sheds_with_retry_after_and_stays_alive(serve_process,
     # Recovered: once the queue drains a request is admitted again.
     assert httpx.post(sp.url + INFER, json=body, timeout=60).status_code == 200
     assert sp.proc.poll() is None
+
+
+class _PerRowRunner:
+    """A runner that takes ``per_row_s`` per row (sleeps; no model)."""
+
+    def __init__(self, per_row_s: float) -> None:
+        self.per_row_s, self.batches = per_row_s, []
+
+    def predict(self, texts):
+        import time
+
+        import numpy as np
+
+        self.batches.append(len(texts))
+        time.sleep(self.per_row_s * len(texts))
+        return np.zeros((len(texts), 2), dtype=np.float32), np.zeros(len(texts), dtype=np.int64)
+
+    def describe(self):
+        return {}
+
+
+def _batcher(runner=None, max_batch_size=32, max_queue_wait_ms=30.0, **state):
+    b = Batcher(runner or _PerRowRunner(0.0), Metrics({"model": "m"}), max_batch_size, 0.0,
+                256, max_queue_wait_ms)
+    for k, v in state.items():
+        setattr(b, k, v)
+    return b
+
+
+def test_batch_cap_holds_the_rows_that_run_in_half_the_bound():
+    # 3 ms per row (30 ms per 10-row batch), 30 ms bound: 15 ms of rows = 5.
+    assert _batcher(batch_s=0.030, batch_rows=10.0).batch_cap() == 5
+    # Cheap rows (a GPU, a small model): max_batch_size.
+    assert _batcher(batch_s=0.001, batch_rows=10.0).batch_cap() == 32
+    # A row slower than the bound: batches of 1, never 0.
+    assert _batcher(batch_s=0.25, batch_rows=1.0).batch_cap() == 1
+    # No bound, or nothing measured yet: max_batch_size.
+    assert _batcher(max_queue_wait_ms=0, batch_s=0.25, batch_rows=1.0).batch_cap() == 32
+    assert _batcher(batch_s=0.0).batch_cap() == 32
+
+
+def test_flooded_batcher_keeps_batches_within_the_bound():
+    """48 requests at once, 10 ms per row, a 100 ms bound: after the first batch (no history
+    yet: up to max_batch_size) every batch holds at most the 5 rows that run in 50 ms."""
+    import asyncio
+
+    runner = _PerRowRunner(0.010)
+
+    async def flood():
+        b = _batcher(runner, max_queue_wait_ms=100.0)
+        b.start()
+        try:
+            await asyncio.gather(*(b.submit([f"int f{i};"]) for i in range(48)))
+        finally:
+            await b.stop()
+
+    asyncio.run(flood())
+    assert sum(runner.batches) == 48
+    # Scheduling delays only make a row look slower, so the cap can only be smaller.
+    assert max(runner.batches[1:]) <= 5, runner.batches

@@ -48,6 +48,7 @@ size); each row carries its target time so lateness and latency-from-intended ar
 from __future__ import annotations
 
 import atexit
+import gc
 import itertools
 import logging
 import os
@@ -311,6 +312,16 @@ def _on_test_start(environment, **_kw) -> None:
     log.info("loadtest: %s/%s (%s, %s), %d requests from %s → %s", run["engine"], run["variant"],
              run["protocol"], run["resolved_by"], len(STATE.items), run["requests_file"],
              run["records_dir"])
+
+
+@events.spawning_complete.add_listener
+def _on_spawning_complete(**_kw) -> None:
+    # Every user, its connection and Locust's own state are long-lived: freeze them out of the
+    # collector. Otherwise each full collection walks them all (~40-60 ms with a 1,000-user
+    # pool, ~30 times a minute at 1,240 req/s) and every request in flight meanwhile looks
+    # that much slower: the client's own pauses in the server's p99.
+    gc.collect()
+    gc.freeze()
 
 
 @events.report_to_master.add_listener

@@ -8,6 +8,8 @@
 #   make load STABLE=1                                    sub-windows until throughput, p50, J/req agree
 #   make load SERVER_CPUS=0 CLIENT_CPUS=1                 pin server and Locust to disjoint cores
 #   make bench-load                                       onnxruntime vs pytorch vs triton vs vllm, ratios
+#   make bench-overload ENGINE=onnxruntime                capacity, 4-user p99, open loop at 4 × capacity:
+#                                                         goodput, accepted p99, counts vs their targets
 #   make locust ENGINE=onnxruntime                        explore: server + sidecar + Locust web UI
 #
 # Results: $(RESULTS_DIR)/load/<engine>__<variant>/<run_id>/summary.json (+ repeat-<k>/ raw files);
@@ -33,12 +35,13 @@ LOCUST_ARGS ?=
 LOCUST_PORT ?= 8089
 BENCH_USERS    ?= 8
 BENCH_DURATION ?= 10
+OVERLOAD_ARGS  ?=
 
 # `make bench` (mk/serving.mk) runs this after the serving bench: the engine comparison.
 LOADTEST_BENCH_SCRIPT = $(PY) -m loadtest.bench --engines $(BENCH_ENGINES) --users $(BENCH_USERS) \
 	--duration $(BENCH_DURATION) --variant $(VARIANT) --meter '$(METER)' --country $(COUNTRY) --no-progress;
 
-.PHONY: load bench-load locust
+.PHONY: load bench-load bench-overload locust
 # RUNTIME=docker: the same run inside the compose services (server container + `load` service).
 ifeq ($(RUNTIME),docker)
 load: docker-load
@@ -58,6 +61,10 @@ endif
 bench-load: $(STAMP) $(call vllm_for,$(BENCH_ENGINES)) ## energy per 1k requests + throughput of onnxruntime vs pytorch vs triton vs vllm at the same load, as ratios (short; BENCH_ENGINES= BENCH_USERS= BENCH_DURATION=)
 	$(PY) -m loadtest.bench --engines $(BENCH_ENGINES) --users $(BENCH_USERS) --duration $(BENCH_DURATION) \
 		--variant $(VARIANT) --meter '$(METER)' --country $(COUNTRY)
+
+bench-overload: $(STAMP) $(call vllm_for,$(ENGINE)) ## does ENGINE's server hold under overload? capacity (16 users), 4-user p99, then 60 s open loop at 4 × capacity, pool 1000: targets met / NOT met (~5 min; OVERLOAD_ARGS=, e.g. --factor 2 --duration 30)
+	$(PY) -m loadtest.overload --engine $(ENGINE) --variant $(VARIANT) --meter '$(METER)' --no-progress \
+		--results-dir '$(RESULTS_DIR)' --artifacts-dir '$(ARTIFACTS)' $(OVERLOAD_ARGS)
 
 # Exploring, not measuring (docs/loadtest.md): the Locust web UI with its Energy tab on
 # 127.0.0.1:LOCUST_PORT against ENGINE's server; LOCUST_ARGS go to Locust (e.g. --headless -u 4 -t 30s).

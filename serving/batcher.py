@@ -1,19 +1,26 @@
-"""Adaptive dynamic batching for the shared server: one task forms batches from a bounded queue
-and runs the runner in one worker thread (see :class:`Batcher`).
+"""Adaptive dynamic batching for the shared server: one runner thread forms batches from a
+bounded queue and runs them (see :class:`Batcher`).
 
-A batch closes when it holds ``max_batch_size`` rows or its oldest request has waited
-``max_queue_delay_ms``; while it runs, the next one fills up, so batches grow with load and stay
-at 1 when idle. The batcher also keeps the state admission by deadline reads (queued rows,
-reservations, moving averages of batch time and rows: :meth:`Batcher.admission`).
+A batch closes when it holds :meth:`Batcher.batch_cap` rows (``max_batch_size``, fewer under a
+queue-wait bound) or its oldest request has waited ``max_queue_delay_ms``; while it runs, the
+next one fills up, so batches grow with load and stay at 1 when idle. The batcher also keeps the
+state admission by deadline reads (queued rows, reservations, moving averages of batch time and
+rows: :meth:`Batcher.admission`).
+
+Batches are formed *in the runner thread*, not on the event loop: when a batch ends the thread
+takes the next one at once. With the loop forming them, the runner waited for the loop between
+batches, and under a flood of requests (each parsed, admitted or shed on that loop) it sat idle
+~10 % of the time (py-spy; docs/serving.md, "Overhead and overload"). The loop only queues
+requests and hands results back to them (``call_soon_threadsafe``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,12 +39,14 @@ class _Pending:
     enqueued_s: float = field(default_factory=time.perf_counter)
 
 
-
 class Batcher:
-    """Adaptive dynamic batching over one runner executed in one worker thread."""
+    """Adaptive dynamic batching over one runner, run by one thread (runners are not
+    thread-safe, and the model parallelises inside a call)."""
 
     #: weight of the newest batch in the moving averages of batch time and rows
     EWMA_ALPHA = 0.2
+    #: a batch may hold the rows that run in this fraction of ``max_queue_wait_ms``
+    BATCH_SHARE_OF_BOUND = 0.5
 
     def __init__(
         self, runner: Runner, metrics: Metrics, max_batch_size: int, max_queue_delay_ms: float,
@@ -57,38 +66,37 @@ class Batcher:
         self.batch_s = float(initial_batch_s)
         self.batch_rows = 1.0
         self.running_since: float | None = None
-        self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue_size)
-        # One thread: runners are not thread-safe, and the model parallelises inside a call.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner")
-        self.task: asyncio.Task | None = None
         self.stopping = False
-        self._carry: _Pending | None = None
+        # The queue, shared by the loop (appends) and the runner thread (takes): guarded by
+        # ``_ready``, which also wakes the thread when a request arrives or the server stops.
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="runner", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        """Stop now: requests still queued, or in a batch that is running, are answered 503.
+        """Stop: the batch that is running finishes and is answered; requests still queued are
+        answered 503.
 
         The lifespan calls this only after uvicorn has answered the in-flight requests, so in
         a graceful shutdown nothing is left to refuse.
         """
-        self.stopping = True
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        leftovers = [self._carry] if self._carry else []
-        while not self.queue.empty():
-            leftovers.append(self.queue.get_nowait())
+        with self._ready:
+            self.stopping = True
+            self._ready.notify_all()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)  # off the event loop
+        with self._ready:
+            leftovers = list(self._queue)
+            self._queue.clear()
         for p in leftovers:
             if not p.future.done():
                 p.future.set_exception(Overloaded("server is shutting down", kind="stopping"))
-        # Waits for a runner call still in progress, off the event loop.
-        await asyncio.to_thread(self.executor.shutdown, True)
-
-    #: a batch may hold the rows that run in this fraction of ``max_queue_wait_ms``
-    BATCH_SHARE_OF_BOUND = 0.5
 
     def batch_cap(self) -> int:
         """Rows the next batch may hold: ``max_batch_size``, and under a queue-wait bound no
@@ -109,7 +117,8 @@ class Batcher:
         """Decide on a request not read yet (see :func:`admit`); an admitted one holds a
         reservation until :meth:`submit` or :meth:`release`."""
         now = time.perf_counter()
-        running_left = 0.0 if self.running_since is None else self.batch_s - (now - self.running_since)
+        since = self.running_since
+        running_left = 0.0 if since is None else self.batch_s - (now - since)
         decision = admit(
             queued_rows=self.queued_rows + self.reserved, running_left_s=running_left,
             batch_s=self.batch_s, batch_rows=self.batch_rows, batch_cap=self.batch_cap(),
@@ -132,54 +141,59 @@ class Batcher:
         """
         if reserved:
             self.release()
-        if self.stopping:
-            raise Overloaded("server is shutting down", kind="stopping")
         pending = _Pending(texts, asyncio.get_running_loop().create_future())
-        try:
-            self.queue.put_nowait(pending)
-        except asyncio.QueueFull:
-            raise Overloaded(
-                f"server overloaded: queue full ({self.max_queue_size} requests waiting, "
-                f"max_queue_size={self.max_queue_size}); retry later"
-            ) from None
-        self.queued_rows += len(texts)
-        self.metrics.queue_depth.set(self.queue.qsize())
-        self.metrics.queue_rows.set(self.queued_rows)
+        with self._ready:
+            if self.stopping:
+                raise Overloaded("server is shutting down", kind="stopping")
+            if len(self._queue) >= self.max_queue_size:
+                raise Overloaded(
+                    f"server overloaded: queue full ({self.max_queue_size} requests waiting, "
+                    f"max_queue_size={self.max_queue_size}); retry later"
+                )
+            self._queue.append(pending)
+            self.queued_rows += len(texts)
+            depth, rows = len(self._queue), self.queued_rows
+            self._ready.notify()
+        self.metrics.queue_depth.set(depth)
+        self.metrics.queue_rows.set(rows)
         return await pending.future
 
-    async def _next(self, timeout_s: float | None) -> _Pending | None:
-        if self._carry is not None:
-            p, self._carry = self._carry, None
-            return p
-        with contextlib.suppress(asyncio.QueueEmpty):
-            return self.queue.get_nowait()
-        if timeout_s is not None and timeout_s <= 0:
-            return None
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout_s)
-        except asyncio.TimeoutError:
-            return None
+    # ------------------------------------------------------------------ the runner thread
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            first = await self._next(None)
+    def _take_batch(self) -> list[_Pending] | None:
+        """Wait for a request, then gather a batch (``None``: stopping). Runner thread."""
+        with self._ready:
+            while not self._queue:
+                if self.stopping:
+                    return None
+                self._ready.wait()
+            if self.stopping:
+                return None
+            first = self._queue.popleft()
             batch, rows = [first], len(first.texts)
-            deadline = first.enqueued_s + self.max_delay_s
             cap = self.batch_cap()
-            self.metrics.batch_cap.set(cap)
-            while rows < cap:
-                nxt = await self._next(deadline - time.perf_counter())
-                if nxt is None:
-                    break
-                if rows + len(nxt.texts) > cap:
-                    self._carry = nxt  # does not fit: first in the next batch
-                    break
+            deadline = first.enqueued_s + self.max_delay_s
+            while rows < cap and not self.stopping:
+                if not self._queue:
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self._ready.wait(left)
+                    continue
+                if rows + len(self._queue[0].texts) > cap:
+                    break  # does not fit: first in the next batch
+                nxt = self._queue.popleft()
                 batch.append(nxt)
                 rows += len(nxt.texts)
             self.queued_rows -= rows
-            self.metrics.queue_depth.set(self.queue.qsize())
-            self.metrics.queue_rows.set(self.queued_rows)
+            depth, queued = len(self._queue), self.queued_rows
+        self.metrics.batch_cap.set(cap)
+        self.metrics.queue_depth.set(depth)
+        self.metrics.queue_rows.set(queued)
+        return batch
+
+    def _run(self) -> None:
+        while (batch := self._take_batch()) is not None:
             # A client that went away (cancelled future) does not need its rows computed.
             batch = [p for p in batch if not p.future.done()]
             if not batch:
@@ -193,17 +207,11 @@ class Batcher:
                 on_time.append(self.max_wait_s <= 0 or wait <= self.max_wait_s)
             self.running_since = start
             try:
-                logits, labels = await loop.run_in_executor(self.executor, self.runner.predict, texts)
-            except asyncio.CancelledError:
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(Overloaded("server is shutting down", kind="stopping"))
-                raise
+                logits, labels = self.runner.predict(texts)
             except Exception as e:  # the model failed: every request in the batch gets a 500
                 log.exception("runner failed on a batch of %d rows", len(texts))
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(RuntimeError(f"model failed: {type(e).__name__}: {e}"))
+                error = RuntimeError(f"model failed: {type(e).__name__}: {e}")
+                self._loop.call_soon_threadsafe(self._fail, batch, error)
                 continue
             finally:
                 self.running_since = None
@@ -217,11 +225,23 @@ class Batcher:
             self.metrics.batch_duration.observe(took)
             self.metrics.batch_size.observe(len(texts))
             self.metrics.rows.inc(len(texts))
-            offset = 0
-            for p, good in zip(batch, on_time, strict=True):
-                k = len(p.texts)
-                if not p.future.done():
-                    p.future.set_result((logits[offset : offset + k], labels[offset : offset + k]))
-                    if good:
-                        self.metrics.goodput.inc()
-                offset += k
+            self._loop.call_soon_threadsafe(self._deliver, batch, on_time, logits, labels)
+
+    # ------------------------------------------------------------------ back on the loop
+
+    def _deliver(self, batch: list[_Pending], on_time: list[bool], logits: np.ndarray,
+                 labels: np.ndarray) -> None:
+        offset = 0
+        for p, good in zip(batch, on_time, strict=True):
+            k = len(p.texts)
+            if not p.future.done():
+                p.future.set_result((logits[offset : offset + k], labels[offset : offset + k]))
+                if good:
+                    self.metrics.goodput.inc()
+            offset += k
+
+    @staticmethod
+    def _fail(batch: list[_Pending], error: Exception) -> None:
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(error)

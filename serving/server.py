@@ -10,10 +10,10 @@ Starlette (ASGI) on uvicorn. Requests pass through:
 2. a body-size limit (413) and optional gzip/deflate request decoding;
 3. :mod:`serving.protocol` validation (4xx with ``{"error": reason}``);
 4. a bounded queue (503 ``queue full`` when it already holds ``max_queue_size`` requests);
-5. the :class:`serving.batcher.Batcher`: a single task that closes a batch when it holds
-   ``max_batch_size`` rows or its oldest request has waited ``max_queue_delay_ms``, runs the
-   runner in one worker thread, and splits the rows back to their requests. While a batch
-   runs, the next one fills up, so batches grow with load and stay at 1 when idle.
+5. the :class:`serving.batcher.Batcher`: one runner thread that closes a batch when it holds
+   its cap (``max_batch_size``, fewer under ``max_queue_wait_ms``) or its oldest request has
+   waited ``max_queue_delay_ms``, runs the runner, and hands the rows back to their requests.
+   While a batch runs, the next one fills up, so batches grow with load and stay at 1 when idle.
 
 Metrics (:mod:`serving.server_metrics`; Prometheus text at ``GET /metrics``):
 ``inference_requests_total`` (every infer POST),

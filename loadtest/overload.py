@@ -56,7 +56,8 @@ def verdict(capacity: dict[str, Any], light: dict[str, Any], flood: dict[str, An
          "met": None if g is None else g >= min_goodput},
         {"target": "accepted p99 ÷ light-load p99", "value": r, "bound": f"<= {max_p99_ratio:g}",
          "met": None if r is None else r <= max_p99_ratio},
-        {"target": "client count = server count", "value": f"{sent} vs {counted}",
+        {"target": "client count = server count",
+         "value": f"{sent} vs {'—' if counted is None else int(counted)}",
          "bound": "equal", "met": None if counted is None else int(counted) == sent},
         {"target": "server alive", "value": flood.get("status") if not broken else broken,
          "bound": "not failed, no connection errors",
@@ -84,7 +85,8 @@ def format_report(result: dict[str, Any]) -> str:
     for name, s in runs.items():
         lat, sent_lat = s.get("latency_ms") or {}, s.get("latency_from_sent_ms") or {}
         load = s.get("load") or {}
-        shape = f"{load.get('rps'):g} req/s open" if load.get("rps") else f"{load.get('users')} users"
+        shape = (f"{round(load['rps'], 1):g} req/s open" if load.get("rps")
+                 else f"{load.get('users')} users")
         errors = (s.get("requests") or {}).get("errors") or {}
         lines.append(
             f"| {name} | {shape} | {_fmt(s.get('throughput_rps'))} | {_fmt(lat.get('p50'))} | "

@@ -127,12 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=10.0, help="steady window, s (default 10)")
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up, s (default 3)")
     p.add_argument("--idle", type=float, default=3.0, help="idle baseline, s (default 3)")
-    p.add_argument("--meter", default=os.environ.get("METER", "auto"))
     p.add_argument("--country", default=os.environ.get("COUNTRY", "FRA"))
+    add_run_options(p)
+    return p
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options every multi-run check shares (this bench, :mod:`loadtest.overload`)."""
+    p.add_argument("--meter", default=os.environ.get("METER", "auto"),
+                   help="power meter spec (auto, estimate, nvml, rapl, replay:<csv>; default $METER, else auto)")
     p.add_argument("--artifacts-dir", default=None, help="artifacts root (default $ARTIFACTS)")
     p.add_argument("--results-dir", default=None, help="results root (default $RESULTS_DIR)")
-    p.add_argument("--no-progress", action="store_true")
-    return p
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(argv: list[str] | None = None) -> int:

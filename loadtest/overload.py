@@ -25,6 +25,7 @@ import os
 import sys
 from typing import Any
 
+from loadtest.bench import add_run_options
 from loadtest.run import ENGINES, RunConfig, run, utc_run_id
 from loadtest.shapes import LoadSpec
 from serving.bench import machine_line
@@ -123,10 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target: accepted p99 ÷ light-load p99 (3)")
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for serving.serve (repeatable)")
-    p.add_argument("--meter", default=os.environ.get("METER", "auto"))
-    p.add_argument("--artifacts-dir", default=None, help="artifacts root (default $ARTIFACTS)")
-    p.add_argument("--results-dir", default=None, help="results root (default $RESULTS_DIR)")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_options(p)
     return p
 
 

@@ -73,7 +73,7 @@ class Metrics:
         )
         self.batch_cap = Gauge(
             "inference_batch_cap", "Rows the next batch may hold: max_batch_size, or fewer under "
-            "max_queue_wait_ms (as many as run within it at the recent time per row)", registry=r,
+            "max_queue_wait_ms (as many as run in half of it at the recent time per row)", registry=r,
         )
         self.queue_depth = Gauge(
             "inference_queue_depth", "Requests waiting for a batch", registry=r

@@ -72,7 +72,13 @@ from locust import events, task  # noqa: E402
 from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 
 from loadtest import energy_tab, live  # noqa: E402
-from loadtest.protocols import PREDICT_FN, oip_request, retry_after_s, vllm_request  # noqa: E402
+from loadtest.protocols import (  # noqa: E402
+    PREDICT_FN,
+    error_reason,
+    oip_request,
+    retry_after_s,
+    vllm_request,
+)
 from loadtest.records import RecordWriter  # noqa: E402
 
 log = logging.getLogger("loadtest")
@@ -392,17 +398,6 @@ def _on_quit(**_kw) -> None:
 REQUEST_FN = {"oip": oip_request, "vllm": vllm_request}
 
 
-def _error_reason(resp: Any) -> str:
-    """A short, countable reason for a failed response (no addresses or timestamps in it)."""
-    err = getattr(resp, "error", None)
-    if err is not None and not getattr(resp, "status_code", 0):
-        name = type(err).__name__
-        if "timeout" in name.lower() or "timeout" in str(err).lower():
-            return "timeout"
-        return f"connection: {name}"
-    return f"http {resp.status_code}"
-
-
 # --------------------------------------------------------------------------- the user
 
 
@@ -469,7 +464,7 @@ class LoadUser(FastHttpUser):
             ) as resp:
                 t_end = time.time()
                 if resp.status_code != 200:
-                    error = _error_reason(resp)
+                    error = error_reason(resp)
                     if resp.status_code == 503 and target is None:
                         self._pause = retry_after_s(resp.headers.get("retry-after"))
                 else:

@@ -27,6 +27,17 @@ def retry_after_s(value: str | None) -> float:
     return min(seconds, MAX_RETRY_AFTER_S) if seconds > 0 else 0.0  # NaN > 0 is False
 
 
+def error_reason(resp: Any) -> str:
+    """A short, countable reason for a failed response (no addresses or timestamps in it)."""
+    err = getattr(resp, "error", None)
+    if err is not None and not getattr(resp, "status_code", 0):
+        name = type(err).__name__
+        if "timeout" in name.lower() or "timeout" in str(err).lower():
+            return "timeout"
+        return f"connection: {name}"
+    return f"http {resp.status_code}"
+
+
 def oip_request(texts: list[str], model: str) -> tuple[str, bytes]:
     """(path, JSON body) of an Open Inference Protocol v2 infer request for ``texts``."""
     body = {

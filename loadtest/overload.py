@@ -28,6 +28,7 @@ from typing import Any
 from loadtest.bench import add_run_options
 from loadtest.run import ENGINES, RunConfig, run, utc_run_id
 from loadtest.shapes import LoadSpec
+from loadtest.summary import DEFAULT_MAX_ERROR_RATE
 from serving.bench import machine_line
 from study.environment import capture as capture_environment
 from study.io import write_json_atomic, write_text_atomic
@@ -141,13 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     run_id = f"overload-{utc_run_id()}"
     load_before = os.getloadavg()
 
-    def level(name: str, spec: LoadSpec, duration: float, max_error_rate: float | None = None):
-        extra = {} if max_error_rate is None else {"max_error_rate": max_error_rate}
+    def level(name: str, spec: LoadSpec, duration: float,
+              max_error_rate: float = DEFAULT_MAX_ERROR_RATE) -> dict[str, Any]:
         cfg = RunConfig(
             engine=args.engine, variant=args.variant, specs=[spec], duration_s=duration,
-            warmup_s=args.warmup, idle_s=args.idle, meter=args.meter, artifacts_dir=str(paths.artifacts), results_dir=str(paths.results),
+            warmup_s=args.warmup, idle_s=args.idle, meter=args.meter,
+            artifacts_dir=str(paths.artifacts), results_dir=str(paths.results),
             run_id=f"{run_id}-{name}", progress=not args.no_progress,
-            server_args=list(args.server_arg), **extra,
+            server_args=list(args.server_arg), max_error_rate=max_error_rate,
         )
         (run_dir, s), = run(cfg)
         print(f"overload: {name}: {s.get('status')}, {_fmt(s.get('throughput_rps'))} req/s ok, "
